@@ -1,0 +1,126 @@
+"""What a CRM adapter is: a config model plus a class that delivers one CallEvent.
+
+Each dialect is one module that registers itself with `@register_dialect("type")`; the
+`[[crm]]` blocks of the config file pick dialects by `type`, so a new CRM needs a config
+block (or one small module), never a change to the pipeline.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field
+
+from crm.model import CallEvent, EventKind
+
+
+class AdapterConfig(BaseModel):
+    """Settings every adapter has; dialects subclass this with their own fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    name: str = ""  # unique per config; defaults to the type
+    enabled: bool = True
+    events: list[EventKind] | None = None  # None: the dialect's own default set
+    concurrency: int = Field(default=4, ge=1, le=256)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=12, ge=1)  # then dead letter
+    default_region: str = "RU"  # for phone number formatting (phonenumbers region code)
+
+
+@dataclass(slots=True)
+class DeliveryOutcome:
+    """A delivery the CRM accepted. `matched=False` is Salesforce's `unmatched`: kept, not failed."""
+
+    status: int | None = None
+    matched: bool | None = None
+    response: str | None = None  # trimmed response body, kept for `outbox list`
+    crm_data: dict[str, Any] = field(default_factory=dict)
+
+
+class DeliveryError(Exception):
+    """A delivery the CRM did not accept.
+
+    retryable: timeouts, connection errors, 5xx, 429, HTML or garbage where JSON was due.
+    Not retryable (dead letter): 4xx other than 408/429, an explicit error in the body.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        response: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.response = response
+        self.retry_after = retry_after
+
+
+class Adapter(ABC):
+    """Delivers lifecycle events to one CRM. Instances are shared by all deliveries."""
+
+    default_events: ClassVar[frozenset[EventKind]] = frozenset(EventKind)
+
+    def __init__(self, config: AdapterConfig, http: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.http = http
+        self.name = config.name or config.type
+
+    def wants(self, event: CallEvent) -> bool:
+        kinds = self.config.events if self.config.events is not None else self.default_events
+        return event.kind in kinds
+
+    @abstractmethod
+    async def deliver(self, event: CallEvent, idempotency_key: str) -> DeliveryOutcome:
+        """Send one event; raise DeliveryError when the CRM did not take it."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release anything the adapter holds beyond the shared HTTP session."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    type: str
+    config_model: type[AdapterConfig]
+    adapter_class: type[Adapter]
+
+
+DIALECTS: dict[str, Dialect] = {}
+
+
+def register_dialect(
+    type_name: str, config_model: type[AdapterConfig]
+) -> Callable[[type[Adapter]], type[Adapter]]:
+    def register(adapter_class: type[Adapter]) -> type[Adapter]:
+        DIALECTS[type_name] = Dialect(type_name, config_model, adapter_class)
+        return adapter_class
+
+    return register
+
+
+def parse_adapter_config(raw: dict[str, Any]) -> AdapterConfig:
+    """Validate one `[[crm]]` block against its dialect's model (raises ValueError)."""
+    import crm.dialects  # noqa: F401 - registers the built-in dialects
+
+    type_name = raw.get("type")
+    if type_name not in DIALECTS:
+        known = ", ".join(sorted(DIALECTS))
+        raise ValueError(f"unknown CRM type {type_name!r}; known types: {known}")
+    config = DIALECTS[type_name].config_model.model_validate(raw)
+    if not config.name:
+        config.name = config.type
+    return config
+
+
+def build_adapter(config: AdapterConfig, http: aiohttp.ClientSession) -> Adapter:
+    return DIALECTS[config.type].adapter_class(config, http)

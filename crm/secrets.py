@@ -1,0 +1,58 @@
+"""Secrets in config: literal, `env:NAME` or `file:/path`, and kept out of every log line."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BeforeValidator, SecretStr
+
+_known_secrets: set[str] = set()
+
+
+def _resolve(value: object) -> object:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if not isinstance(value, str):
+        return value
+    if value.startswith("env:"):
+        name = value[4:]
+        if name not in os.environ:
+            raise ValueError(f"environment variable {name} is not set")
+        value = os.environ[name]
+    elif value.startswith("file:"):
+        path = Path(value[5:])
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+    if len(value) >= 4:
+        _known_secrets.add(value)
+    return value
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_resolve)]
+"""A config value that is a password or token: `str(secret)` prints stars."""
+
+
+def known_secrets() -> frozenset[str]:
+    return frozenset(_known_secrets)
+
+
+class RedactSecretsFilter(logging.Filter):
+    """Last line of defence: any configured secret that reaches a log record is starred."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _known_secrets:
+            return True
+        message = record.getMessage()
+        redacted = message
+        for secret in _known_secrets:
+            if secret in redacted:
+                redacted = redacted.replace(secret, "***")
+        if redacted != message:
+            record.msg = redacted
+            record.args = None
+        return True
