@@ -35,7 +35,7 @@ class AdapterConfig(BaseModel):
 
 @dataclass(slots=True)
 class DeliveryOutcome:
-    """A delivery the CRM accepted. `matched=False` is Salesforce's `unmatched`: kept, not failed."""
+    """A delivery the CRM took. `matched=False` is Salesforce's `unmatched`: kept, not failed."""
 
     status: int | None = None
     matched: bool | None = None

@@ -1,0 +1,43 @@
+"""The `[pbx]` section: which switch to follow and how to reach it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from crm.secrets import Secret
+
+
+class AmiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=5038, ge=1, le=65535)
+    username: str = "pbxcrm"
+    password: Secret = Field(default_factory=lambda: SecretStr(""))
+    ping_interval_seconds: float = Field(default=10.0, gt=0)
+    ping_timeout_seconds: float = Field(default=5.0, gt=0)
+    reconnect_max_seconds: float = Field(default=60.0, gt=0, le=60)
+    action_timeout_seconds: float = Field(default=10.0, gt=0)
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+
+
+class AriSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = "http://127.0.0.1:8088"
+    username: str = "pbxcrm"
+    password: Secret = Field(default_factory=lambda: SecretStr(""))
+    app: str = "pbxcrm"
+    subscribe_all: bool = True
+    reconnect_max_seconds: float = Field(default=60.0, gt=0, le=60)
+
+
+class PbxSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = "default"  # names this switch in the store when several share one
+    source: Literal["ami", "ari"] = "ami"
+    ami: AmiSettings = Field(default_factory=AmiSettings)
+    ari: AriSettings = Field(default_factory=AriSettings)
