@@ -1,0 +1,691 @@
+"""The call tracker: channel events in, calls and their lifecycle events out.
+
+Pure: no I/O and no clock but the events' own `ts`, so the same events always give the same
+calls, whether they come from AMI, ARI or a test. The rules it applies, in the words of a CRM:
+
+- A call is a Linkedid (an attended transfer folds the consult call into the customer's call).
+- The *primary* channel is the call's first channel: the customer on an inbound call, the agent
+  on an outbound or internal one. HANGUP is sent when it hangs up, COMPLETED when the last
+  channel of the call is gone; an agent leg that leaves at a transfer sends neither.
+- Who hung up is the first *party* HangupRequest on the primary channel or on an answered leg
+  (a ringing leg rejecting the call is not "the agent hung up"); hangup causes are not used
+  for this, since Asterisk reports 127 on abandoned calls and 0 after voicemail. A call that
+  ended with no party request (dialplan Hangup(), shutdown, lost PBX) was ended by the system.
+- Ring time is DialBegin -> DialEnd of the dial that connected the call (or of all dials for a
+  call nobody answered); talk time runs from the answer to the first hangup request.
+"""
+
+from __future__ import annotations
+
+import os.path
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ari_app.call_rules import CallRules
+from ari_app.channel_events import (
+    AppStarted,
+    AttendedTransferred,
+    BlindTransferred,
+    BridgeEntered,
+    ChannelCreated,
+    ChannelEvent,
+    ChannelHungUp,
+    ChannelSnapshot,
+    ChannelStateChanged,
+    DialEnded,
+    DialStarted,
+    HangupRequested,
+    PbxShutdown,
+    QueueAgentConnected,
+    QueueJoined,
+    RecordingStarted,
+    SnapshotComplete,
+    VariableSet,
+    VoicemailLeft,
+)
+from crm.model import (
+    Call,
+    CallEvent,
+    Direction,
+    Disposition,
+    EventKind,
+    Party,
+    Transfer,
+)
+
+_FAILED_DIAL_STATUSES = frozenset({"CHANUNAVAIL", "CONGESTION", "INVALIDARGS", "DONTCALL"})
+
+
+def endpoint_of(channel: str) -> str:
+    """`PJSIP/7181-00000001` -> `7181`; `Local/7181@ctx-0000002a;1` -> `7181@ctx`."""
+    _, _, resource = channel.partition("/")
+    resource = resource.split(";", 1)[0]
+    head, dash, tail = resource.rpartition("-")
+    if dash and tail and all(c in "0123456789abcdef" for c in tail.lower()):
+        return head
+    return resource
+
+
+@dataclass(slots=True)
+class _Channel:
+    uniqueid: str
+    channel: str
+    endpoint: str
+    extension: str | None  # set for agent phones
+    is_trunk: bool
+    call: _CallState
+    answered: bool = False  # this leg was answered as the target of a dial
+    alive: bool = True
+
+
+@dataclass(slots=True)
+class _CallState:
+    call_id: str
+    primary: str  # uniqueid of the first channel
+    direction: Direction
+    start_ts: float
+    caller_number: str | None
+    caller_name: str | None
+    called_number: str | None
+    linkedids: set[str] = field(default_factory=set)
+    channels: dict[str, _Channel] = field(default_factory=dict)
+    seq: int = 0
+    last_ts: float = 0.0
+    dial_started: dict[str, float] = field(default_factory=dict)  # dest uniqueid -> ts
+    first_ring_ts: float | None = None
+    last_dial_end_ts: float | None = None
+    last_dial_status: str | None = None
+    answer_ts: float | None = None
+    answer_ring_seconds: float = 0.0
+    pbx_answered: bool = False  # the PBX itself answered the customer (IVR, queue, voicemail)
+    talk_end_ts: float | None = None
+    terminating_party: Party | None = None
+    agent_extension: str | None = None
+    rang: list[str] = field(default_factory=list)
+    in_voicemail: bool = False
+    voicemail_left: bool = False
+    recording_file: str | None = None
+    queue: str | None = None
+    transfers: list[Transfer] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict)
+    originate_id: str | None = None
+    hangup_cause: int | None = None
+    hangup_cause_text: str | None = None
+    end_ts: float | None = None
+    hangup_sent: bool = False
+    reconciled: bool = False
+    merged_into: str | None = None
+
+
+def _utc(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+class CallTracker:
+    def __init__(self, rules: CallRules, pbx_id: str = "default", source: str = "ami") -> None:
+        self.rules = rules
+        self.pbx_id = pbx_id
+        self.source = source
+        self._trunk_endpoints = frozenset(rules.trunk_endpoints)
+        self._trunk_contexts = frozenset(rules.trunk_contexts)
+        self._agent_pattern = re.compile(rules.internal_extension_pattern)
+        self._channels: dict[str, _Channel] = {}
+        self._calls: dict[str, _CallState] = {}  # open calls by call id
+        self._by_linkedid: dict[str, _CallState] = {}
+        self._snapshot_seen: set[str] = set()
+
+    # -- public ---------------------------------------------------------------------------
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._calls)
+
+    def open_call_ids(self) -> list[str]:
+        return list(self._calls)
+
+    def snapshot(self, call_id: str) -> Call | None:
+        state = self._calls.get(call_id)
+        return None if state is None else self._build(state)
+
+    def handle(self, event: ChannelEvent) -> list[CallEvent]:
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            return []
+        return handler(self, event)
+
+    def sweep(self, now_ts: float) -> list[CallEvent]:
+        """Close calls that saw no event for `stale_call_seconds` (a Hangup that never came)."""
+        out: list[CallEvent] = []
+        limit = self.rules.stale_call_seconds
+        for state in list(self._calls.values()):
+            if now_ts - state.last_ts >= limit:
+                out.extend(self._close_reconciled(state, state.last_ts))
+        return out
+
+    # -- classification -------------------------------------------------------------------
+
+    def _classify(self, channel: str, context: str) -> tuple[str, str | None, bool]:
+        endpoint = endpoint_of(channel)
+        is_trunk = endpoint in self._trunk_endpoints or context in self._trunk_contexts
+        extension = None
+        if not is_trunk:
+            bare = endpoint.split("@", 1)[0] if channel.startswith("Local/") else endpoint
+            if self._agent_pattern.match(bare):
+                extension = bare
+        return endpoint, extension, is_trunk
+
+    # -- event handlers -------------------------------------------------------------------
+
+    def _on_created(self, ev: ChannelCreated) -> list[CallEvent]:
+        if ev.uniqueid in self._channels:
+            return []
+        self._add_channel(ev.ts, ev.uniqueid, ev.linkedid, ev.channel, ev.context, ev.exten,
+                          ev.caller_num, ev.caller_name)
+        return []
+
+    def _add_channel(
+        self,
+        ts: float,
+        uniqueid: str,
+        linkedid: str,
+        channel: str,
+        context: str,
+        exten: str,
+        caller_num: str,
+        caller_name: str,
+    ) -> _Channel:
+        endpoint, extension, is_trunk = self._classify(channel, context)
+        state = self._by_linkedid.get(linkedid)
+        if state is None:
+            if is_trunk:
+                direction = Direction.INBOUND
+                caller = _clean(caller_num)
+                called = _clean(exten)
+            else:
+                direction = Direction.INTERNAL
+                caller = extension or _clean(caller_num)
+                called = _clean(exten)
+            state = _CallState(
+                call_id=linkedid,
+                primary=uniqueid,
+                direction=direction,
+                start_ts=ts,
+                caller_number=caller,
+                caller_name=_clean(caller_name),
+                called_number=called,
+            )
+            if extension is not None and direction is not Direction.INBOUND:
+                state.agent_extension = extension
+            state.linkedids.add(linkedid)
+            self._calls[state.call_id] = state
+            self._by_linkedid[linkedid] = state
+        chan = _Channel(uniqueid, channel, endpoint, extension, is_trunk, state)
+        state.channels[uniqueid] = chan
+        self._channels[uniqueid] = chan
+        state.last_ts = max(state.last_ts, ts)
+        return chan
+
+    def _chan(self, uniqueid: str | None, ts: float) -> _Channel | None:
+        if uniqueid is None:
+            return None
+        chan = self._channels.get(uniqueid)
+        if chan is not None:
+            state = chan.call
+            if state.last_ts < ts:
+                state.last_ts = ts
+        return chan
+
+    def _on_state(self, ev: ChannelStateChanged) -> list[CallEvent]:
+        chan = self._chan(ev.uniqueid, ev.ts)
+        if chan is None:
+            return []
+        if ev.state == "Up" and chan.uniqueid == chan.call.primary and chan.is_trunk:
+            # The customer's channel went Up with no agent yet: the PBX answered it itself.
+            chan.call.pbx_answered = True
+        return []
+
+    def _on_dial_started(self, ev: DialStarted) -> list[CallEvent]:
+        dest = self._chan(ev.dest_uniqueid, ev.ts)
+        if dest is None:
+            return []
+        state = dest.call
+        state.dial_started[dest.uniqueid] = ev.ts
+        if state.first_ring_ts is None:
+            state.first_ring_ts = ev.ts
+        if dest.is_trunk and state.direction is Direction.INTERNAL:
+            state.direction = Direction.OUTBOUND
+        if dest.is_trunk and state.direction is Direction.OUTBOUND:
+            number = _clean(ev.dest_exten) or _clean(ev.dial_string.split("@", 1)[0])
+            if number:
+                state.called_number = number
+        if dest.extension is None:
+            return []
+        if ev.uniqueid is not None and state.direction is Direction.INTERNAL:
+            state.called_number = state.called_number or dest.extension
+        if dest.extension not in state.rang:
+            state.rang.append(dest.extension)
+        return [self._emit(state, EventKind.RINGING, ev.ts, extension=dest.extension)]
+
+    def _on_dial_ended(self, ev: DialEnded) -> list[CallEvent]:
+        dest = self._chan(ev.dest_uniqueid, ev.ts)
+        if dest is None:
+            return []
+        state = dest.call
+        started = state.dial_started.pop(dest.uniqueid, None)
+        status = ev.dial_status.upper()
+        state.last_dial_status = status
+        state.last_dial_end_ts = ev.ts
+        if ev.uniqueid is None:
+            # An Originate dialled the agent first: the agent picking up is not the call's answer.
+            if status == "ANSWER" and dest.extension:
+                state.agent_extension = dest.extension
+            return []
+        if status != "ANSWER":
+            return []
+        dest.answered = True
+        if state.answer_ts is not None:
+            if dest.extension:  # a later agent (blind transfer, second dial) took the call
+                state.agent_extension = dest.extension
+            return []
+        state.answer_ts = ev.ts
+        state.answer_ring_seconds = ev.ts - started if started is not None else 0.0
+        if dest.extension:
+            state.agent_extension = dest.extension
+        else:
+            caller = self._channels.get(ev.uniqueid)
+            if caller is not None and caller.extension:
+                state.agent_extension = caller.extension
+        return [self._emit(state, EventKind.ANSWERED, ev.ts, extension=state.agent_extension)]
+
+    def _on_bridge(self, ev: BridgeEntered) -> list[CallEvent]:
+        self._chan(ev.uniqueid, ev.ts)
+        return []
+
+    def _on_hangup_request(self, ev: HangupRequested) -> list[CallEvent]:
+        chan = self._chan(ev.uniqueid, ev.ts)
+        if chan is None:
+            return []
+        state = chan.call
+        counts = chan.uniqueid == state.primary or chan.answered
+        if not counts:
+            return []
+        if state.answer_ts is not None and state.talk_end_ts is None:
+            state.talk_end_ts = ev.ts
+        if state.terminating_party is None and not ev.soft:
+            state.terminating_party = self._party_of(chan)
+        return []
+
+    def _party_of(self, chan: _Channel) -> Party:
+        if chan.is_trunk:
+            return Party.CALLER
+        state = chan.call
+        if state.direction is Direction.INTERNAL and chan.uniqueid == state.primary:
+            return Party.CALLER
+        return Party.AGENT
+
+    def _on_hangup(self, ev: ChannelHungUp) -> list[CallEvent]:
+        chan = self._channels.pop(ev.uniqueid, None)
+        if chan is None:
+            return []
+        chan.alive = False
+        state = chan.call
+        state.last_ts = max(state.last_ts, ev.ts)
+        out: list[CallEvent] = []
+        if chan.uniqueid == state.primary:
+            state.hangup_cause = ev.cause
+            state.hangup_cause_text = ev.cause_text or None
+            out.extend(self._finish_conversation(state, ev.ts))
+        del state.channels[chan.uniqueid]
+        if not state.channels:
+            out.extend(self._complete(state, ev.ts))
+        return out
+
+    def _on_variable(self, ev: VariableSet) -> list[CallEvent]:
+        chan = self._chan(ev.uniqueid, ev.ts)
+        if chan is None:
+            return []
+        state = chan.call
+        name, value = ev.name, ev.value
+        if name == "MIXMONITOR_FILENAME" or name == "MONITOR_FILE":
+            if value:
+                state.recording_file = os.path.basename(value)
+        elif name == "VMSTATUS":
+            if value == "SUCCESS" and not state.voicemail_left:
+                state.voicemail_left = True
+                return [self._emit(state, EventKind.VOICEMAIL, ev.ts)]
+        elif name == "ANSWEREDTIME_MS":
+            # A call found mid-way (after a reconnect) learns its answer time only here.
+            if state.answer_ts is None and value.isdigit() and int(value) > 0:
+                state.answer_ts = ev.ts - int(value) / 1000.0
+        elif name == "CRM_CALL_ID":
+            state.originate_id = value
+            if state.direction is Direction.INTERNAL:
+                state.direction = Direction.OUTBOUND
+        elif name != "DIALSTATUS":
+            state.variables[name] = value
+        return []
+
+    def _on_app(self, ev: AppStarted) -> list[CallEvent]:
+        chan = self._chan(ev.uniqueid, ev.ts)
+        if chan is None:
+            return []
+        if ev.app == "VoiceMail":
+            chan.call.in_voicemail = True
+            mailbox = ev.app_data.split(",", 1)[0].split("&", 1)[0]
+            box = mailbox.split("@", 1)[0]
+            if chan.call.agent_extension is None and self._agent_pattern.match(box):
+                chan.call.agent_extension = box
+        elif ev.app == "Queue":
+            chan.call.queue = ev.app_data.split(",", 1)[0] or chan.call.queue
+        return []
+
+    def _on_recording(self, ev: RecordingStarted) -> list[CallEvent]:
+        self._chan(ev.uniqueid, ev.ts)
+        return []
+
+    def _on_voicemail_left(self, ev: VoicemailLeft) -> list[CallEvent]:
+        chan = self._chan(ev.uniqueid, ev.ts)
+        # MWI also fires when messages are read or on refresh: only a call that is in
+        # VoiceMail() right now has left one.
+        if chan is None or not chan.call.in_voicemail or ev.new_messages < 1:
+            return []
+        state = chan.call
+        if state.voicemail_left:
+            return []
+        state.voicemail_left = True
+        return [self._emit(state, EventKind.VOICEMAIL, ev.ts, data={"mailbox": ev.mailbox})]
+
+    def _on_queue_join(self, ev: QueueJoined) -> list[CallEvent]:
+        chan = self._chan(ev.uniqueid, ev.ts)
+        if chan is not None:
+            chan.call.queue = ev.queue
+        return []
+
+    def _on_agent_connect(self, ev: QueueAgentConnected) -> list[CallEvent]:
+        chan = self._chan(ev.uniqueid, ev.ts)
+        if chan is None:
+            return []
+        # The queue names the member that took the call: that is the agent, whichever
+        # member rang first (ring-all strategies ring several).
+        member = self._channels.get(ev.dest_uniqueid)
+        if member is not None and member.extension:
+            chan.call.agent_extension = member.extension
+        else:
+            _, extension, _ = self._classify(ev.member_interface, "")
+            if extension:
+                chan.call.agent_extension = extension
+        return []
+
+    def _on_blind_transfer(self, ev: BlindTransferred) -> list[CallEvent]:
+        transferer = self._chan(ev.transferer_uniqueid, ev.ts)
+        transferee = self._chan(ev.transferee_uniqueid, ev.ts)
+        chan = transferee or transferer
+        if chan is None:
+            return []
+        state = chan.call
+        state.transfers.append(
+            Transfer(
+                at=_utc(ev.ts),  # type: ignore[arg-type]
+                kind="blind",
+                from_extension=transferer.extension if transferer else None,
+                to_extension=ev.extension or None,
+            )
+        )
+        return []
+
+    def _on_attended_transfer(self, ev: AttendedTransferred) -> list[CallEvent]:
+        first = self._chan(ev.orig_transferer_uniqueid, ev.ts)
+        second = self._chan(ev.second_transferer_uniqueid, ev.ts)
+        target = self._channels.get(ev.target_uniqueid)
+        if first is None:
+            return []
+        state = first.call
+        consult = second.call if second is not None else None
+        if consult is not None and consult is not state:
+            # The consult call becomes part of the customer's call: its channels, its Linkedid.
+            for uniqueid, chan in consult.channels.items():
+                chan.call = state
+                state.channels[uniqueid] = chan
+            for linkedid in consult.linkedids:
+                self._by_linkedid[linkedid] = state
+                state.linkedids.add(linkedid)
+            consult.channels.clear()
+            consult.merged_into = state.call_id
+            self._calls.pop(consult.call_id, None)
+        if target is not None:
+            target.answered = True
+        to_extension = target.extension if target is not None else None
+        state.transfers.append(
+            Transfer(
+                at=_utc(ev.ts),  # type: ignore[arg-type]
+                kind="attended",
+                from_extension=first.extension,
+                to_extension=to_extension,
+            )
+        )
+        if to_extension:
+            state.agent_extension = to_extension
+        return []
+
+    def _on_snapshot(self, ev: ChannelSnapshot) -> list[CallEvent]:
+        self._snapshot_seen.add(ev.uniqueid)
+        if ev.uniqueid in self._channels:
+            return []
+        created = ev.ts - ev.age_seconds
+        chan = self._add_channel(created, ev.uniqueid, ev.linkedid, ev.channel, ev.context,
+                                 ev.exten, ev.caller_num, "")
+        state = chan.call
+        state.reconciled = True
+        state.last_ts = max(state.last_ts, ev.ts)
+        if ev.state != "Up":
+            return []
+        # Found up: the PBX or an agent answered before we were watching.
+        if chan.uniqueid != state.primary and chan.extension:
+            chan.answered = True
+            if state.agent_extension is None or state.direction is Direction.INBOUND:
+                state.agent_extension = chan.extension
+            if state.direction is Direction.INBOUND and not state.hangup_sent:
+                return [self._emit(state, EventKind.ANSWERED, ev.ts, extension=chan.extension,
+                                   data={"reconciled": True})]
+        elif chan.uniqueid != state.primary and chan.is_trunk:
+            chan.answered = True
+            if state.direction is Direction.INTERNAL:
+                state.direction = Direction.OUTBOUND
+                state.called_number = _clean(ev.caller_num) or state.called_number
+            return [self._emit(state, EventKind.ANSWERED, ev.ts, extension=state.agent_extension,
+                               data={"reconciled": True})]
+        return []
+
+    def _on_snapshot_complete(self, ev: SnapshotComplete) -> list[CallEvent]:
+        seen, self._snapshot_seen = self._snapshot_seen, set()
+        out: list[CallEvent] = []
+        for state in list(self._calls.values()):
+            if not any(uniqueid in seen for uniqueid in state.channels):
+                out.extend(self._close_reconciled(state, state.last_ts))
+            else:
+                for uniqueid in [u for u in state.channels if u not in seen]:
+                    self._channels.pop(uniqueid, None)
+                    del state.channels[uniqueid]
+        return out
+
+    def _on_shutdown(self, ev: PbxShutdown) -> list[CallEvent]:
+        return []
+
+    _handlers = {
+        ChannelCreated: _on_created,
+        ChannelStateChanged: _on_state,
+        DialStarted: _on_dial_started,
+        DialEnded: _on_dial_ended,
+        BridgeEntered: _on_bridge,
+        HangupRequested: _on_hangup_request,
+        ChannelHungUp: _on_hangup,
+        VariableSet: _on_variable,
+        AppStarted: _on_app,
+        RecordingStarted: _on_recording,
+        VoicemailLeft: _on_voicemail_left,
+        QueueJoined: _on_queue_join,
+        QueueAgentConnected: _on_agent_connect,
+        BlindTransferred: _on_blind_transfer,
+        AttendedTransferred: _on_attended_transfer,
+        ChannelSnapshot: _on_snapshot,
+        SnapshotComplete: _on_snapshot_complete,
+        PbxShutdown: _on_shutdown,
+    }
+
+    # -- endings --------------------------------------------------------------------------
+
+    def _finish_conversation(self, state: _CallState, ts: float) -> list[CallEvent]:
+        if state.hangup_sent:
+            return []
+        state.hangup_sent = True
+        state.end_ts = ts
+        if state.terminating_party is None:
+            state.terminating_party = Party.SYSTEM
+        out = [self._emit(state, EventKind.HANGUP, ts)]
+        if self._is_dropped(state):
+            out.append(self._emit(state, EventKind.DROPPED, ts))
+        return out
+
+    def _complete(self, state: _CallState, ts: float) -> list[CallEvent]:
+        out = self._finish_conversation(state, ts)
+        self._calls.pop(state.call_id, None)
+        for linkedid in state.linkedids:
+            if self._by_linkedid.get(linkedid) is state:
+                del self._by_linkedid[linkedid]
+        out.append(self._emit(state, EventKind.COMPLETED, ts, ended=True))
+        return out
+
+    def _close_reconciled(self, state: _CallState, ts: float) -> list[CallEvent]:
+        """The PBX no longer has this call (restart, kill, lost Hangup): close it ourselves."""
+        state.reconciled = True
+        for uniqueid in state.channels:
+            self._channels.pop(uniqueid, None)
+        state.channels.clear()
+        if state.answer_ts is not None and state.talk_end_ts is None:
+            state.talk_end_ts = ts
+        return self._complete(state, ts)
+
+    def _is_dropped(self, state: _CallState) -> bool:
+        if state.direction is not Direction.INBOUND:
+            return False
+        if state.answer_ts is not None or state.voicemail_left:
+            return False
+        # A pure IVR call the PBX answered and ended itself was served, not dropped.
+        served_by_ivr = (
+            state.pbx_answered
+            and state.first_ring_ts is None
+            and state.terminating_party is Party.SYSTEM
+        )
+        return not served_by_ivr
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    def _disposition(self, state: _CallState) -> Disposition | None:
+        if state.answer_ts is not None:
+            return Disposition.ANSWERED
+        if state.voicemail_left:
+            return Disposition.VOICEMAIL
+        if not state.hangup_sent:
+            return None
+        status = state.last_dial_status
+        if status == "BUSY":
+            return Disposition.BUSY
+        if status == "NOANSWER":
+            return Disposition.NO_ANSWER
+        if status == "CANCEL":
+            return Disposition.ABANDONED
+        if status in _FAILED_DIAL_STATUSES or status == "ANSWER":
+            # ANSWER without a conversation: the agent took a click-to-call, the client never did.
+            return Disposition.FAILED
+        if state.first_ring_ts is not None:
+            # Still ringing when it ended: the caller gave up, or the ring timed out.
+            if state.terminating_party is Party.CALLER:
+                return Disposition.ABANDONED
+            return Disposition.NO_ANSWER
+        if state.pbx_answered:
+            if state.terminating_party is Party.CALLER:
+                return Disposition.ABANDONED
+            return Disposition.ANSWERED
+        return Disposition.FAILED
+
+    def _ring_seconds(self, state: _CallState) -> float:
+        if state.answer_ts is not None:
+            return state.answer_ring_seconds
+        if state.first_ring_ts is None:
+            return 0.0
+        end = state.last_dial_end_ts
+        if end is None or state.dial_started:
+            end = state.end_ts if state.end_ts is not None else state.last_ts
+        return max(0.0, end - state.first_ring_ts)
+
+    def _build(self, state: _CallState, ended: bool = False) -> Call:
+        talk = 0.0
+        if state.answer_ts is not None:
+            talk_end = state.talk_end_ts or state.end_ts
+            if talk_end is not None:
+                talk = max(0.0, talk_end - state.answer_ts)
+        recording_url = None
+        if state.recording_file:
+            recording_url = self.rules.recording_url_template.format(
+                file=state.recording_file, call_id=state.call_id, pbx_id=self.pbx_id
+            )
+        agent = state.agent_extension
+        if agent is None and state.rang:
+            agent = state.rang[-1]
+        return Call(
+            call_id=state.call_id,
+            pbx_id=self.pbx_id,
+            source=self.source,
+            direction=state.direction,
+            caller_number=state.caller_number,
+            caller_name=state.caller_name,
+            called_number=state.called_number,
+            agent_extension=agent,
+            rang_extensions=list(state.rang),
+            start_time=_utc(state.start_ts),
+            answer_time=_utc(state.answer_ts),
+            end_time=_utc(state.end_ts),
+            ring_seconds=round(self._ring_seconds(state), 3),
+            talk_seconds=round(talk, 3),
+            disposition=self._disposition(state),
+            terminating_party=state.terminating_party,
+            hangup_cause=state.hangup_cause,
+            hangup_cause_text=state.hangup_cause_text,
+            recording_file=state.recording_file,
+            recording_url=recording_url,
+            queue=state.queue,
+            transfers=list(state.transfers),
+            voicemail=state.voicemail_left,
+            reconciled=state.reconciled,
+            originate_id=state.originate_id,
+            variables=dict(state.variables),
+            ended=ended,
+        )
+
+    def _emit(
+        self,
+        state: _CallState,
+        kind: EventKind,
+        ts: float,
+        *,
+        extension: str | None = None,
+        data: dict[str, object] | None = None,
+        ended: bool = False,
+    ) -> CallEvent:
+        state.seq += 1
+        return CallEvent(
+            call_id=state.call_id,
+            seq=state.seq,
+            kind=kind,
+            at=_utc(ts),  # type: ignore[arg-type]
+            call=self._build(state, ended=ended),
+            extension=extension,
+            data=data or {},
+        )
+
+
+def _clean(value: str | None) -> str | None:
+    if not value or value == "<unknown>" or value == "s":
+        return None
+    return value
