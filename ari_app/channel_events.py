@@ -164,6 +164,13 @@ class SnapshotComplete:
 
 
 @dataclass(slots=True, frozen=True)
+class PbxDisconnected:
+    """The connection to the PBX dropped at `ts` (PBX time): open calls were alive until then."""
+
+    ts: float
+
+
+@dataclass(slots=True, frozen=True)
 class PbxShutdown:
     ts: float
     restart: bool
@@ -188,4 +195,5 @@ ChannelEvent = (
     | ChannelSnapshot
     | SnapshotComplete
     | PbxShutdown
+    | PbxDisconnected
 )

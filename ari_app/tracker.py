@@ -36,6 +36,7 @@ from ari_app.channel_events import (
     DialEnded,
     DialStarted,
     HangupRequested,
+    PbxDisconnected,
     PbxShutdown,
     QueueAgentConnected,
     QueueJoined,
@@ -512,6 +513,13 @@ class CallTracker:
     def _on_shutdown(self, ev: PbxShutdown) -> list[CallEvent]:
         return []
 
+    def _on_disconnected(self, ev: PbxDisconnected) -> list[CallEvent]:
+        # No Hangup had arrived by the drop, so every open call lasted at least until then.
+        for state in self._calls.values():
+            if state.last_ts < ev.ts:
+                state.last_ts = ev.ts
+        return []
+
     _handlers = {
         ChannelCreated: _on_created,
         ChannelStateChanged: _on_state,
@@ -531,6 +539,7 @@ class CallTracker:
         ChannelSnapshot: _on_snapshot,
         SnapshotComplete: _on_snapshot_complete,
         PbxShutdown: _on_shutdown,
+        PbxDisconnected: _on_disconnected,
     }
 
     # -- endings --------------------------------------------------------------------------
