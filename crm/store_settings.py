@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -12,6 +14,13 @@ class StoreSettings(BaseModel):
     # Group commit: the writer gathers what arrives within this window into one transaction.
     commit_window_ms: float = Field(default=2.0, ge=0)
     max_batch: int = Field(default=2000, ge=1)
+    # NORMAL in WAL mode survives a crash or kill -9 of pbxcrm (the WAL is in the OS page cache
+    # and is replayed on open); only a power loss or kernel crash can lose the last commits.
+    # FULL fsyncs every commit and survives those too, at a cost in commits per second.
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    # How long a writer waits for another process (e.g. `pbxcrm outbox retry`) to release the
+    # database lock before it reports an error.
+    busy_timeout_ms: int = Field(default=10_000, ge=0)
 
 
 class OutboxSettings(BaseModel):
@@ -21,3 +30,9 @@ class OutboxSettings(BaseModel):
     max_delay_seconds: float = Field(default=300.0, gt=0)
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     claim_batch: int = Field(default=200, ge=1)
+    # A Retry-After longer than this is treated as this long, so one odd header cannot park a
+    # delivery for days.
+    max_retry_after_seconds: float = Field(default=3600.0, gt=0)
+    # On stop, deliveries in flight get this long to finish before they are cancelled (a
+    # cancelled delivery stays pending and is sent again, with the same key, after restart).
+    stop_grace_seconds: float = Field(default=5.0, ge=0)

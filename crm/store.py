@@ -1,0 +1,652 @@
+"""The durable store: one SQLite file in WAL mode, one writer task with group commit, one reader.
+
+Every write goes through a single writer task. Callers queue a write and wait; the writer
+gathers whatever is queued within `commit_window_ms` (up to `max_batch` rows) into ONE
+transaction and only then wakes the callers, so an acknowledged write is a committed write.
+One transaction for thousands of rows is what makes 100k events/s possible: SQLite pays per
+commit, not per row.
+
+Durability: `synchronous=NORMAL` in WAL mode. A commit is appended to the WAL file with write(),
+without fsync; a crash or kill -9 of this process leaves it in the OS page cache and SQLite
+replays it on the next open, so nothing acknowledged is lost. Only a power loss or kernel crash
+can lose the last commits; `synchronous = "FULL"` in `[store]` covers that too, at a cost.
+
+Reads use a second connection (WAL readers never block the writer and vice versa) and see
+everything acknowledged so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import groupby
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from crm.adapters.base import Adapter
+from crm.metrics import store_commit_ops_total, store_commits_total
+from crm.migrations import migrate
+from crm.model import Call, CallEvent, Direction
+from crm.store_settings import StoreSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Params = tuple[Any, ...]
+
+_NON_DIGITS = re.compile(r"\D+")
+
+
+class StoreClosedError(RuntimeError):
+    """A write was attempted after `Store.close()`."""
+
+
+# Within one batch, statements run grouped by phase so that thousands of record() calls become
+# three executemany() calls (calls, events, outbox rows) instead of interleaved single rows.
+# Outbox rows select their event row, so they must follow the events; every other write keeps
+# its queue order (phase ORDERED), so e.g. two put_kv() of one key still land in order.
+_PHASE_CALLS = 0
+_PHASE_EVENTS = 1
+_PHASE_OUTBOX = 2
+_PHASE_ORDERED = 3
+
+_CALL_COLUMNS = (
+    "pbx_id",
+    "call_id",
+    "direction",
+    "caller_number",
+    "called_number",
+    "agent_extension",
+    "start_time",
+    "start_epoch",
+    "answer_time",
+    "end_time",
+    "ring_seconds",
+    "talk_seconds",
+    "disposition",
+    "terminating_party",
+    "recording_file",
+    "recording_url",
+    "queue",
+    "ended",
+    "remote_number",
+    "remote_digits",
+    "call_json",
+    "updated_at",
+)
+# A replayed, older snapshot must not reopen a call that already ended.
+_UPSERT_CALL = (
+    f"INSERT INTO calls({', '.join(_CALL_COLUMNS)})"
+    f" VALUES ({', '.join('?' for _ in _CALL_COLUMNS)})"
+    " ON CONFLICT(pbx_id, call_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _CALL_COLUMNS[2:])
+    + " WHERE calls.ended = 0 OR excluded.ended = 1"
+)
+# Duplicates by (pbx_id, call_id, seq) are ignored: replaying events after a crash is a no-op.
+_INSERT_EVENT = (
+    "INSERT OR IGNORE INTO call_events(pbx_id, call_id, seq, kind, at, event_json)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_OUTBOX = (
+    "INSERT OR IGNORE INTO outbox(event_row, adapter, pbx_id, call_id, seq, idempotency_key,"
+    " state, attempts, next_attempt_at, created_at)"
+    " SELECT id, ?, pbx_id, call_id, seq, ?, 'pending', 0, ?, ? FROM call_events"
+    " WHERE pbx_id = ? AND call_id = ? AND seq = ?"
+)
+
+
+def digits_only(number: str | None) -> str | None:
+    """The digits of a phone number ('+7 (903) 123-45-67' -> '79031234567'), None if none."""
+    if not number:
+        return None
+    digits = _NON_DIGITS.sub("", number)
+    return digits or None
+
+
+def iso_utc(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with its offset; a naive datetime is taken to be UTC already."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat()
+
+
+def remote_number_of(call: Call) -> str | None:
+    """The outside party: the caller of an inbound call, the dialled number of an outbound one.
+
+    Internal calls have no outside party, so they never match a customer's call history.
+    """
+    if call.direction is Direction.INBOUND:
+        return call.caller_number
+    if call.direction is Direction.OUTBOUND:
+        return call.called_number
+    return None
+
+
+def _call_params(call: Call, now: float) -> Params:
+    remote = remote_number_of(call)
+    return (
+        call.pbx_id,
+        call.call_id,
+        call.direction.value,
+        call.caller_number,
+        call.called_number,
+        call.agent_extension,
+        iso_utc(call.start_time),
+        call.start_time.timestamp() if call.start_time else None,
+        iso_utc(call.answer_time),
+        iso_utc(call.end_time),
+        call.ring_seconds,
+        call.talk_seconds,
+        call.disposition.value if call.disposition else None,
+        call.terminating_party.value if call.terminating_party else None,
+        call.recording_file,
+        call.recording_url,
+        call.queue,
+        1 if call.ended else 0,
+        remote,
+        digits_only(remote),
+        call.model_dump_json(),
+        now,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    id: int
+    pbx_id: str
+    call_id: str | None
+    number: str | None
+    extension: str | None
+    status: str | None
+    comments: str | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    number_digits: str
+    number: str
+    name: str | None
+    company: str | None
+    owner_extension: str | None
+    url: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OriginateRecord:
+    id: str
+    agent_extension: str | None
+    number: str | None
+    state: str
+    reason: str | None
+    created_at: float
+    updated_at: float
+    request: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class _Statements:
+    """A write made only of statements; the writer may merge it with its neighbours."""
+
+    statements: list[tuple[int, str, Params]]
+    future: asyncio.Future[Any]
+    weight: int
+    adds_outbox_rows: bool = False
+
+
+@dataclass(slots=True)
+class _Function:
+    """A write that needs a result (row id, row count): runs alone, in the batch's transaction."""
+
+    fn: Callable[[aiosqlite.Connection], Awaitable[Any]]
+    future: asyncio.Future[Any]
+    weight: int = 1
+    adds_outbox_rows: bool = False
+
+
+_Write = _Statements | _Function
+
+
+class Store:
+    """Open with `await Store.open(settings)`; close with `await store.close()`."""
+
+    def __init__(
+        self,
+        settings: StoreSettings,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        now: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.path = Path(settings.path)
+        self._writer = writer
+        self._reader = reader
+        self._now = now
+        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
+        self._closed = False
+        self._listeners: list[Callable[[], None]] = []
+        self._writer_task: asyncio.Task[None] = asyncio.create_task(
+            self._writer_loop(), name="pbxcrm-store-writer"
+        )
+        self.commits = 0  # transactions committed; tests use it to prove batching
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, settings: StoreSettings, *, now: Callable[[], float] = time.time) -> Store:
+        path = Path(settings.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = await _connect(path, settings)
+        try:
+            mode = await _scalar(writer, "PRAGMA journal_mode=WAL")
+            if str(mode).lower() != "wal":
+                raise RuntimeError(f"{path}: SQLite refused WAL mode (journal_mode={mode})")
+            await writer.execute("PRAGMA foreign_keys=ON")
+            await migrate(writer)
+            reader = await _connect(path, settings)
+        except BaseException:
+            await writer.close()
+            raise
+        # The reader must never write: a stray write there would bypass group commit.
+        await reader.execute("PRAGMA query_only=ON")
+        log.info("store: opened %s (synchronous=%s)", path, settings.synchronous)
+        return cls(settings, writer, reader, now)
+
+    async def close(self) -> None:
+        """Commit everything queued so far, then close both connections."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._queue.put(None)
+        try:
+            await self._writer_task
+        finally:
+            await self._reader.close()
+            await self._writer.close()
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        """The read-only connection, for query modules (call history...). Never write on it."""
+        return self._reader
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` after every commit that added outbox rows (the outbox's wake-up)."""
+        self._listeners.append(callback)
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def record(
+        self, call: Call, events: Sequence[CallEvent], adapters: Sequence[Adapter]
+    ) -> None:
+        """Store the call snapshot, its new events and one outbox row per wanted delivery.
+
+        Returns once all of it is committed. Idempotent: an event already stored (same pbx_id,
+        call_id, seq) and a delivery already queued (same idempotency key) are left alone.
+        """
+        now = self._now()
+        statements: list[tuple[int, str, Params]] = [
+            (_PHASE_CALLS, _UPSERT_CALL, _call_params(call, now))
+        ]
+        adds_outbox = False
+        for event in events:
+            pbx_id = event.call.pbx_id
+            statements.append(
+                (
+                    _PHASE_EVENTS,
+                    _INSERT_EVENT,
+                    (
+                        pbx_id,
+                        event.call_id,
+                        event.seq,
+                        event.kind.value,
+                        iso_utc(event.at),
+                        event.model_dump_json(),
+                    ),
+                )
+            )
+            event_id = event.event_id
+            for adapter in adapters:
+                if adapter.wants(event):
+                    adds_outbox = True
+                    statements.append(
+                        (
+                            _PHASE_OUTBOX,
+                            _INSERT_OUTBOX,
+                            (
+                                adapter.name,
+                                f"{adapter.name}:{event_id}",
+                                now,
+                                now,
+                                pbx_id,
+                                event.call_id,
+                                event.seq,
+                            ),
+                        )
+                    )
+        await self._submit(_Statements(statements, self._future(), len(statements), adds_outbox))
+
+    async def upsert_call(self, call: Call) -> None:
+        """Store a call snapshot without events (cheaper than record() when nothing is sent)."""
+        params = _call_params(call, self._now())
+        await self._submit(_Statements([(_PHASE_CALLS, _UPSERT_CALL, params)], self._future(), 1))
+
+    async def execute_write(self, statements: Sequence[tuple[str, Params]]) -> None:
+        """Run parameterised write statements in order, inside the next group commit."""
+        ops = [(_PHASE_ORDERED, sql, tuple(params)) for sql, params in statements]
+        await self._submit(_Statements(ops, self._future(), max(1, len(ops))))
+
+    async def write(
+        self,
+        fn: Callable[[aiosqlite.Connection], Awaitable[T]],
+        *,
+        adds_outbox_rows: bool = False,
+    ) -> T:
+        """Run `await fn(conn)` inside the writer's transaction; returns its result once committed.
+
+        `fn` must only execute statements (no BEGIN/COMMIT) and must not wait on anything else:
+        every other write waits behind it.
+        """
+        return await self._submit(_Function(fn, self._future(), 1, adds_outbox_rows))
+
+    async def save_note(
+        self,
+        *,
+        pbx_id: str,
+        number: str | None,
+        extension: str | None,
+        status: str | None,
+        comments: str | None,
+        call_id: str | None = None,
+    ) -> int:
+        """Keep an agent's status + comments (screen pop, 3CX DBN); returns the note's id."""
+        params = (pbx_id, call_id, number, extension, status, comments, self._now())
+
+        async def insert(conn: aiosqlite.Connection) -> int:
+            cursor = await conn.execute(
+                "INSERT INTO notes(pbx_id, call_id, number, extension, status, comments,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                params,
+            )
+            return int(cursor.lastrowid or 0)
+
+        return await self.write(insert)
+
+    async def put_kv(self, key: str, value: str | None) -> None:
+        await self.execute_write(
+            [("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)", (key, value))]
+        )
+
+    async def delete_kv(self, key: str) -> None:
+        await self.execute_write([("DELETE FROM kv WHERE key = ?", (key,))])
+
+    async def upsert_contact(
+        self,
+        number: str,
+        *,
+        name: str | None = None,
+        company: str | None = None,
+        owner_extension: str | None = None,
+        url: str | None = None,
+    ) -> str:
+        """Add or replace a local contact keyed by the number's digits; returns those digits."""
+        digits = digits_only(number)
+        if digits is None:
+            raise ValueError(f"contact number {number!r} has no digits")
+        await self.execute_write(
+            [
+                (
+                    "INSERT OR REPLACE INTO contacts(number_digits, number, name, company,"
+                    " owner_extension, url, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (digits, number, name, company, owner_extension, url, self._now()),
+                )
+            ]
+        )
+        return digits
+
+    async def delete_contact(self, number: str) -> None:
+        digits = digits_only(number)
+        if digits is not None:
+            await self.execute_write([("DELETE FROM contacts WHERE number_digits = ?", (digits,))])
+
+    async def save_originate(
+        self,
+        originate_id: str,
+        *,
+        agent_extension: str | None,
+        number: str | None,
+        state: str,
+        reason: str | None = None,
+        request: dict[str, Any] | None = None,
+    ) -> None:
+        """Record a new click-to-call request; a second request with the same id is an error."""
+        now = self._now()
+        request_json = json.dumps(request, ensure_ascii=False) if request is not None else None
+        await self.execute_write(
+            [
+                (
+                    "INSERT INTO originates(id, agent_extension, number, state, reason,"
+                    " created_at, updated_at, request_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (originate_id, agent_extension, number, state, reason, now, now, request_json),
+                )
+            ]
+        )
+
+    async def update_originate(
+        self, originate_id: str, *, state: str, reason: str | None = None
+    ) -> bool:
+        """Move a click-to-call request to a new state; False if no such request."""
+        params = (state, reason, self._now(), originate_id)
+
+        async def update(conn: aiosqlite.Connection) -> bool:
+            cursor = await conn.execute(
+                "UPDATE originates SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
+                params,
+            )
+            return cursor.rowcount > 0
+
+        return await self.write(update)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def get_call(self, pbx_id: str, call_id: str) -> Call | None:
+        rows = await self._reader.execute_fetchall(
+            "SELECT call_json FROM calls WHERE pbx_id = ? AND call_id = ?", (pbx_id, call_id)
+        )
+        for (call_json,) in rows:
+            return Call.model_validate_json(call_json)
+        return None
+
+    async def open_calls(self, pbx_id: str) -> list[Call]:
+        rows = await self._reader.execute_fetchall(
+            "SELECT call_json FROM calls WHERE pbx_id = ? AND ended = 0 ORDER BY start_epoch",
+            (pbx_id,),
+        )
+        return [Call.model_validate_json(call_json) for (call_json,) in rows]
+
+    async def events_for(self, pbx_id: str, call_id: str) -> list[CallEvent]:
+        rows = await self._reader.execute_fetchall(
+            "SELECT event_json FROM call_events WHERE pbx_id = ? AND call_id = ? ORDER BY seq",
+            (pbx_id, call_id),
+        )
+        return [CallEvent.model_validate_json(event_json) for (event_json,) in rows]
+
+    async def notes_for(self, pbx_id: str, call_id: str) -> list[Note]:
+        rows = await self._reader.execute_fetchall(
+            "SELECT id, pbx_id, call_id, number, extension, status, comments, created_at"
+            " FROM notes WHERE pbx_id = ? AND call_id = ? ORDER BY id",
+            (pbx_id, call_id),
+        )
+        return [Note(*row) for row in rows]
+
+    async def get_kv(self, key: str) -> str | None:
+        rows = await self._reader.execute_fetchall("SELECT value FROM kv WHERE key = ?", (key,))
+        for (value,) in rows:
+            return value  # type: ignore[no-any-return]
+        return None
+
+    async def get_contact(self, number: str) -> Contact | None:
+        """The contact whose digits equal the digits of `number` (any formatting)."""
+        digits = digits_only(number)
+        if digits is None:
+            return None
+        rows = await self._reader.execute_fetchall(
+            "SELECT number_digits, number, name, company, owner_extension, url, updated_at"
+            " FROM contacts WHERE number_digits = ?",
+            (digits,),
+        )
+        for row in rows:
+            return Contact(*row)
+        return None
+
+    async def get_originate(self, originate_id: str) -> OriginateRecord | None:
+        rows = await self._reader.execute_fetchall(
+            "SELECT id, agent_extension, number, state, reason, created_at, updated_at,"
+            " request_json FROM originates WHERE id = ?",
+            (originate_id,),
+        )
+        for row in rows:
+            request = json.loads(row[7]) if row[7] else None
+            return OriginateRecord(*row[:7], request=request)
+        return None
+
+    # -- the writer ---------------------------------------------------------------------------
+
+    def _future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _submit(self, op: _Write) -> Any:
+        if self._closed:
+            raise StoreClosedError(f"store {self.path} is closed")
+        if self._writer_task.done():
+            raise StoreClosedError(f"store {self.path}: the writer task has stopped")
+        self._queue.put_nowait(op)
+        # A caller that gives up (timeout, cancel) cancels only its future: the write stays
+        # queued and is committed anyway, and the writer skips futures already done.
+        return await op.future
+
+    async def _writer_loop(self) -> None:
+        window = self.settings.commit_window_ms / 1000.0
+        max_batch = self.settings.max_batch
+        queue = self._queue
+        stopping = False
+        while not stopping:
+            first = await queue.get()
+            if first is None:
+                break
+            # Group commit: let concurrent writers join this transaction, unless a full batch
+            # is already waiting (then waiting would only add latency).
+            if window > 0 and queue.qsize() * 2 < max_batch:
+                await asyncio.sleep(window)
+            batch: list[_Write] = [first]
+            weight = first.weight
+            while weight < max_batch:
+                try:
+                    op = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if op is None:
+                    stopping = True
+                    break
+                batch.append(op)
+                weight += op.weight
+            try:
+                await self._commit(batch)
+            except Exception as exc:  # a bug here must not leave callers waiting forever
+                log.exception("store: writer failed on a batch of %d writes", len(batch))
+                for op in batch:
+                    if not op.future.done():
+                        op.future.set_exception(exc)
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        try:
+            results = await self._transaction(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            # One bad write must not fail its neighbours: redo them one transaction each.
+            log.warning(
+                "store: a batch of %d writes failed (%s: %s); retrying them one by one",
+                len(batch),
+                type(exc).__name__,
+                exc,
+            )
+            for op in batch:
+                await self._commit([op])
+            return
+        self.commits += 1
+        store_commits_total.inc()
+        store_commit_ops_total.inc(len(batch))
+        for op, result in zip(batch, results, strict=True):
+            if not op.future.done():
+                op.future.set_result(result)
+        if any(op.adds_outbox_rows for op in batch):
+            for listener in self._listeners:
+                try:
+                    listener()
+                except Exception:
+                    log.exception("store: commit listener failed")
+
+    async def _transaction(self, batch: list[_Write]) -> list[Any]:
+        conn = self._writer
+        # IMMEDIATE: take the write lock now, so another process (the admin CLI) makes us
+        # wait at BEGIN (busy_timeout) instead of failing half-way through.
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            results: list[Any] = []
+            pending: list[tuple[int, str, Params]] = []
+            for op in batch:
+                if isinstance(op, _Statements):
+                    pending.extend(op.statements)
+                    results.append(None)
+                else:
+                    await self._run_statements(pending)
+                    pending = []
+                    results.append(await op.fn(conn))
+            await self._run_statements(pending)
+            await conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            raise
+        return results
+
+    async def _run_statements(self, statements: list[tuple[int, str, Params]]) -> None:
+        if not statements:
+            return
+        statements.sort(key=lambda item: item[0])  # stable: queue order kept within a phase
+        for sql, group in groupby(statements, key=lambda item: item[1]):
+            params = [item[2] for item in group]
+            if len(params) == 1:
+                await self._writer.execute(sql, params[0])
+            else:
+                await self._writer.executemany(sql, params)
+
+
+async def _connect(path: Path, settings: StoreSettings) -> aiosqlite.Connection:
+    # isolation_level=None: no implicit transactions; the writer issues BEGIN/COMMIT itself.
+    conn = await aiosqlite.connect(
+        path, isolation_level=None, timeout=settings.busy_timeout_ms / 1000.0
+    )
+    await conn.execute(f"PRAGMA busy_timeout={int(settings.busy_timeout_ms)}")
+    # Validated by the settings model to be NORMAL or FULL, so formatting it in is safe.
+    await conn.execute(f"PRAGMA synchronous={settings.synchronous}")
+    return conn
+
+
+async def _scalar(conn: aiosqlite.Connection, sql: str, params: Params = ()) -> Any:
+    async with conn.execute(sql, params) as cursor:
+        row = await cursor.fetchone()
+    return row[0] if row else None
