@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os.path
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -114,6 +115,7 @@ class _CallState:
     hangup_cause: int | None = None
     hangup_cause_text: str | None = None
     end_ts: float | None = None
+    answered_sent: bool = False
     hangup_sent: bool = False
     reconciled: bool = False
     merged_into: str | None = None
@@ -121,6 +123,10 @@ class _CallState:
 
 def _utc(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
 
 
 class CallTracker:
@@ -148,6 +154,48 @@ class CallTracker:
     def snapshot(self, call_id: str) -> Call | None:
         state = self._calls.get(call_id)
         return None if state is None else self._build(state)
+
+    def restore(self, call: Call, last_seq: int, sent: Collection[EventKind] = ()) -> None:
+        """Take back an open call from the store after pbxcrm restarted.
+
+        Its channels come back with the next channel list (CoreShowChannels); if none does,
+        SnapshotComplete closes it. Numbering continues at `last_seq + 1`, so no event id is
+        reused and nothing already delivered is sent again.
+        """
+        if call.call_id in self._calls:
+            return
+        ts = _epoch(call.start_time) or 0.0
+        state = _CallState(
+            call_id=call.call_id,
+            primary=call.call_id,  # the first channel's Uniqueid is the Linkedid
+            direction=call.direction,
+            start_ts=ts,
+            caller_number=call.caller_number,
+            caller_name=call.caller_name,
+            called_number=call.called_number,
+        )
+        state.linkedids.add(call.call_id)
+        state.seq = last_seq
+        state.last_ts = max(ts, _epoch(call.answer_time) or 0.0, _epoch(call.end_time) or 0.0)
+        state.agent_extension = call.agent_extension
+        state.rang = list(call.rang_extensions)
+        state.answer_ts = _epoch(call.answer_time)
+        state.answer_ring_seconds = call.ring_seconds
+        state.answered_sent = EventKind.ANSWERED in sent or call.answer_time is not None
+        state.end_ts = _epoch(call.end_time)
+        state.hangup_sent = EventKind.HANGUP in sent or call.end_time is not None
+        state.terminating_party = call.terminating_party
+        state.recording_file = call.recording_file
+        state.queue = call.queue
+        state.transfers = list(call.transfers)
+        state.variables = dict(call.variables)
+        state.originate_id = call.originate_id
+        state.voicemail_left = call.voicemail
+        state.reconciled = call.reconciled
+        state.hangup_cause = call.hangup_cause
+        state.hangup_cause_text = call.hangup_cause_text
+        self._calls[state.call_id] = state
+        self._by_linkedid[state.call_id] = state
 
     def handle(self, event: ChannelEvent) -> list[CallEvent]:
         handler = self._handlers.get(type(event))
@@ -297,6 +345,7 @@ class CallTracker:
             caller = self._channels.get(ev.uniqueid)
             if caller is not None and caller.extension:
                 state.agent_extension = caller.extension
+        state.answered_sent = True
         return [self._emit(state, EventKind.ANSWERED, ev.ts, extension=state.agent_extension)]
 
     def _on_bridge(self, ev: BridgeEntered) -> list[CallEvent]:
@@ -479,24 +528,25 @@ class CallTracker:
         state = chan.call
         state.reconciled = True
         state.last_ts = max(state.last_ts, ev.ts)
-        if ev.state != "Up":
+        if ev.state != "Up" or chan.uniqueid == state.primary:
             return []
-        # Found up: the PBX or an agent answered before we were watching.
-        if chan.uniqueid != state.primary and chan.extension:
+        # A second leg found up: an agent (or the far end) answered before we were watching.
+        if chan.extension:
             chan.answered = True
             if state.agent_extension is None or state.direction is Direction.INBOUND:
                 state.agent_extension = chan.extension
-            if state.direction is Direction.INBOUND and not state.hangup_sent:
-                return [self._emit(state, EventKind.ANSWERED, ev.ts, extension=chan.extension,
-                                   data={"reconciled": True})]
-        elif chan.uniqueid != state.primary and chan.is_trunk:
+        elif chan.is_trunk:
             chan.answered = True
             if state.direction is Direction.INTERNAL:
                 state.direction = Direction.OUTBOUND
                 state.called_number = _clean(ev.caller_num) or state.called_number
-            return [self._emit(state, EventKind.ANSWERED, ev.ts, extension=state.agent_extension,
-                               data={"reconciled": True})]
-        return []
+        else:
+            return []
+        if state.answered_sent or state.hangup_sent:
+            return []
+        state.answered_sent = True
+        return [self._emit(state, EventKind.ANSWERED, ev.ts, extension=state.agent_extension,
+                           data={"reconciled": True})]
 
     def _on_snapshot_complete(self, ev: SnapshotComplete) -> list[CallEvent]:
         seen, self._snapshot_seen = self._snapshot_seen, set()

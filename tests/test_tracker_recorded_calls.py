@@ -279,3 +279,43 @@ def test_without_timestamp_headers_the_receive_clock_gives_the_times(scenario: s
     assert 1_000_000 <= call.start_time.timestamp() < 1_100_000
     assert call.disposition == final(stamped).disposition
     assert call.terminating_party == final(stamped).terminating_party
+
+
+def test_a_restarted_tracker_continues_an_open_call_without_resending() -> None:
+    _, events = run("asterisk_killed_mid_call")
+    open_call = events[-1].call
+    second = CallTracker(RULES, pbx_id="lab")
+    second.restore(open_call, last_seq=events[-1].seq, sent={e.kind for e in events})
+    assert second.open_call_ids() == ["1795420633.0"]
+    closing = second.handle(SnapshotComplete(ts=1795420650.0))
+    assert [(e.seq, e.kind.value) for e in closing] == [(3, "hangup"), (4, "completed")]
+    call = closing[-1].call
+    assert call.caller_number == "+79267770303"
+    assert call.agent_extension == "7181"
+    assert call.disposition is Disposition.ANSWERED
+    assert call.reconciled is True
+
+
+def test_a_restored_call_found_in_the_channel_list_keeps_its_numbering() -> None:
+    frames = list(recorded_frames("mid_call_connect_reconcile"))
+    clock = PbxClock(now=lambda: 0.0)
+    first = CallTracker(RULES, pbx_id="lab")
+    before: list[CallEvent] = []
+    for frame in frames:
+        event = frame_to_event(frame, clock.stamp(frame))
+        if event is not None:
+            before.extend(first.handle(event))
+        if frame.get("Event") == "CoreShowChannelsComplete":
+            break
+    assert kinds(before) == ["answered"]
+    # pbxcrm is killed here and restarted: the same channel list arrives again, then the rest.
+    second = CallTracker(RULES, pbx_id="lab")
+    second.restore(before[-1].call, last_seq=1, sent={EventKind.ANSWERED})
+    after: list[CallEvent] = []
+    for frame in frames:
+        event = frame_to_event(frame, clock.stamp(frame))
+        if event is not None:
+            after.extend(second.handle(event))
+    assert [(e.seq, e.kind.value) for e in after] == [(2, "hangup"), (3, "completed")]
+    assert after[-1].call.talk_seconds == pytest.approx(12.0, abs=0.01)
+    assert after[-1].call.terminating_party is Party.CALLER
