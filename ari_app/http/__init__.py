@@ -1,0 +1,1 @@
+"""pbxcrm's HTTP port: click-to-call, call history, recordings, all behind per-route auth."""

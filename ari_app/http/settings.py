@@ -1,8 +1,152 @@
-"""The `[http]` section: pbxcrm's own HTTP port (never Asterisk's 8088)."""
+"""The `[http]` section: pbxcrm's own HTTP port (never Asterisk's 8088).
+
+Everything that can reach the PBX from outside is configured here: who may call (clients with a
+token and/or a username/password, each limited to address ranges and route families), how each
+route family may authenticate, and the click-to-call fraud rules.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+from ipaddress import IPv4Network, IPv6Network
+from typing import Literal
+
+import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from crm.secrets import Secret
+
+Network = IPv4Network | IPv6Network
+
+# A route family is a group of routes that share one auth rule (one per module in ari_app/http/).
+RouteFamily = Literal[
+    "originate", "calls", "recordings", "creatio", "fixdigital", "metrics", "openapi"
+]
+ROUTE_FAMILIES: tuple[RouteFamily, ...] = (
+    "originate",
+    "calls",
+    "recordings",
+    "creatio",
+    "fixdigital",
+    "metrics",
+    "openapi",
+)
+
+# header_token: `Authorization: Bearer <t>` or `X-Api-Token: <t>`; path_token: the `{token}`
+# segment of the vendor URL shapes; basic: HTTP basic; params: `username`/`password` as query or
+# form fields (FixDigital's dialer sends credentials that way).
+AuthMethod = Literal["header_token", "path_token", "basic", "params"]
+
+_ANYWHERE: list[Network] = [IPv4Network("0.0.0.0/0"), IPv6Network("::/0")]
+
+
+class HttpClient(BaseModel):
+    """One caller of the HTTP port (a CRM): its credentials, where it may call from, and what."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    token: Secret | None = None
+    username: str | None = None
+    password: Secret | None = None
+    allow_from: list[Network] = Field(default_factory=lambda: list(_ANYWHERE))
+    routes: list[RouteFamily] = Field(default_factory=lambda: list(ROUTE_FAMILIES))
+    # Click-to-call requests per minute for this client (toll-fraud brake).
+    originate_per_minute: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _has_credentials(self) -> HttpClient:
+        if self.token is None and (self.username is None or self.password is None):
+            raise ValueError(f"client {self.name!r} needs a token or a username and password")
+        if (self.username is None) != (self.password is None):
+            raise ValueError(f"client {self.name!r}: username and password go together")
+        if self.token is not None and len(self.token.get_secret_value()) < 16:
+            raise ValueError(f"client {self.name!r}: token must be at least 16 characters")
+        return self
+
+
+class RouteAuth(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    methods: list[AuthMethod]
+    allow_from: list[Network] = Field(default_factory=lambda: list(_ANYWHERE))
+
+
+def _default_routes() -> dict[RouteFamily, RouteAuth]:
+    header = ["header_token", "basic"]
+    return {
+        "originate": RouteAuth(methods=header),
+        "calls": RouteAuth(methods=header),
+        "recordings": RouteAuth(methods=[*header, "path_token"]),
+        "creatio": RouteAuth(methods=["path_token"]),
+        "fixdigital": RouteAuth(methods=["basic", "params"]),
+        "metrics": RouteAuth(methods=header),
+        "openapi": RouteAuth(methods=header),
+    }
+
+
+class FraudRules(BaseModel):
+    """What a click-to-call may dial. Defaults are strict: one country, no premium ranges."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The agent extension must match this; empty means `[calls] internal_extension_pattern`.
+    agent_pattern: str = ""
+    # Numbers without a country code are read as numbers of this region (phonenumbers code).
+    default_region: str = "RU"
+    allowed_country_codes: list[int] = Field(default_factory=lambda: [7])
+    # phonenumbers number types refused whatever the country.
+    blocked_number_types: list[str] = Field(
+        default_factory=lambda: ["PREMIUM_RATE", "SHARED_COST", "UAN", "VOIP", "PAGER"]
+    )
+    # E.164 prefixes refused (e.g. "+7809" for ranges the operator bills as premium).
+    blocked_prefixes: list[str] = Field(default_factory=list)
+    # How the number is handed to the dialplan, before `dial_prefix` is prepended.
+    # national: "89161234567" for +79161234567 (national format, digits only);
+    # e164: "+79161234567"; e164_digits: "79161234567".
+    dial_format: Literal["national", "e164", "e164_digits"] = "national"
+    dial_prefix: str = Field(default="", pattern=r"^[0-9*#+]*$")
+
+    @field_validator("agent_pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        if value:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown region code {value!r} (use ISO codes like RU, IL, DE)")
+        return value.upper()
+
+    @field_validator("blocked_number_types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not hasattr(phonenumbers.PhoneNumberType, name.upper()):
+                raise ValueError(f"unknown phonenumbers number type {name!r}")
+        return [name.upper() for name in value]
+
+
+class OriginateSettings(BaseModel):
+    """How a click-to-call becomes an AMI Originate (shape of the recorded .sent.ami files)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel_template: str = "PJSIP/{extension}"
+    context: str = "from-internal"
+    priority: int = Field(default=1, ge=1)
+    caller_id_template: str = '"Click-to-call {number}" <{extension}>'
+    # How long the agent's phone rings before Asterisk gives up (Originate `Timeout`).
+    ring_seconds: float = Field(default=30.0, gt=0, le=300)
+    # Give up waiting for OriginateResponse this long after the ring timeout (lost connection).
+    outcome_grace_seconds: float = Field(default=30.0, gt=0)
+    fraud: FraudRules = Field(default_factory=FraudRules)
 
 
 class HttpSettings(BaseModel):
@@ -11,3 +155,26 @@ class HttpSettings(BaseModel):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # X-Forwarded-For is believed only when the direct peer is in one of these.
+    trusted_proxies: list[Network] = Field(default_factory=list)
+    clients: list[HttpClient] = Field(default_factory=list)
+    routes: dict[RouteFamily, RouteAuth] = Field(default_factory=_default_routes)
+    originate: OriginateSettings = Field(default_factory=OriginateSettings)
+    history_max_limit: int = Field(default=500, ge=1, le=10000)
+
+    @field_validator("routes")
+    @classmethod
+    def _fill_routes(cls, value: dict[RouteFamily, RouteAuth]) -> dict[RouteFamily, RouteAuth]:
+        # A config that tunes one family keeps the defaults of the others.
+        return {**_default_routes(), **value}
+
+    @field_validator("clients")
+    @classmethod
+    def _unique_clients(cls, value: list[HttpClient]) -> list[HttpClient]:
+        seen: set[str] = set()
+        for client in value:
+            if client.name in seen:
+                raise ValueError(f"two [[http.clients]] are named {client.name!r}")
+            seen.add(client.name)
+        return value

@@ -1,0 +1,26 @@
+"""What the HTTP port needs from the rest of pbxcrm, handed in by whoever starts it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from ari_app.originate import OriginateService
+    from ari_app.settings import Settings
+
+
+@dataclass(slots=True)
+class HttpDeps:
+    settings: Settings  # the root settings: [http] plus [calls] (recording_dir) and [pbx] id
+    store: Any | None = None  # crm.store.Store; history reads through its read connection
+    originate_service: OriginateService | None = None  # None: click-to-call answers 503
+    lookup: Any | None = None
+    metrics_registry: CollectorRegistry | None = None  # None: prometheus_client's default
+
+
+DEPS_KEY = web.AppKey("pbxcrm_http_deps", HttpDeps)

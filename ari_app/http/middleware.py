@@ -1,0 +1,50 @@
+"""The one middleware every request passes: route family -> auth, and errors as JSON."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from ari_app.http.auth import IP_KEY, AuthRefused, authorize, refusal
+from ari_app.http.deps import DEPS_KEY
+from ari_app.http.errors import json_error
+from ari_app.http.routing import family_of
+
+log = logging.getLogger(__name__)
+
+
+@web.middleware
+async def security_middleware(
+    request: web.Request, handler: web.RequestHandler
+) -> web.StreamResponse:
+    try:
+        if request.match_info.http_exception is None:
+            family = family_of(request)
+            if family == "":
+                # A route nobody declared a family for: fail closed.
+                log.error("refused %s %s: route has no auth rule", request.method, request.path)
+                return json_error(403, "forbidden")
+            if family is not None:
+                settings = request.app[DEPS_KEY].settings.http
+                try:
+                    await authorize(request, settings, family)
+                except AuthRefused as exc:
+                    log.warning(
+                        "refused %s %s from %s: %s",
+                        request.method,
+                        request.match_info.route.resource.canonical,  # no path tokens
+                        request.get(IP_KEY, "?"),
+                        exc.why,
+                    )
+                    return refusal(exc, list(settings.routes[family].methods))
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        return json_error(413, "request body too large")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return json_error(exc.status, exc.reason.lower())
+    except Exception:
+        log.exception("error handling %s %s", request.method, request.match_info.route.resource)
+        return json_error(500, "internal error")

@@ -1,0 +1,124 @@
+"""`GET /api/openapi.json`: the OpenAPI 3.1 document, generated from the route table itself, so
+what is documented is what is routed (tests/test_http_openapi.py compares it with the router).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from ari_app.http.deps import DEPS_KEY
+from ari_app.http.routing import RouteSpec
+from ari_app.http.settings import HttpSettings
+
+_PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+
+_SECURITY_SCHEMES = {
+    "bearerToken": {"type": "http", "scheme": "bearer"},
+    "headerToken": {"type": "apiKey", "in": "header", "name": "X-Api-Token"},
+    "basic": {"type": "http", "scheme": "basic"},
+    "usernamePassword": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "username",
+        "description": "`username` and `password` as query or form fields",
+    },
+}
+_METHOD_SCHEMES = {
+    "header_token": ["bearerToken", "headerToken"],
+    "basic": ["basic"],
+    "params": ["usernamePassword"],
+    "path_token": [],  # the `{token}` path parameter itself
+}
+
+
+def _query_parameters(spec: RouteSpec) -> list[dict[str, Any]]:
+    if spec.query is None:
+        return []
+    schema = spec.query.model_json_schema(by_alias=True)
+    required = set(schema.get("required", []))
+    return [
+        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        for name, prop in schema.get("properties", {}).items()
+    ]
+
+
+def _operation(spec: RouteSpec, settings: HttpSettings) -> dict[str, Any]:
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PATH_PARAM.findall(spec.path)
+    ]
+    parameters += _query_parameters(spec)
+    responses: dict[str, Any] = {
+        str(code): {"description": text} for code, text in sorted(spec.responses.items())
+    }
+    responses.setdefault("200", {"description": "OK"})
+    first = min(responses)
+    responses[first]["content"] = {ct: {} for ct in spec.content_types}
+    operation: dict[str, Any] = {
+        "summary": spec.summary,
+        "operationId": f"{spec.method.lower()}_{re.sub(r'[^a-z0-9]+', '_', spec.path.lower())}",
+        "tags": list(spec.tags),
+        "parameters": parameters,
+        "responses": responses,
+    }
+    if spec.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": spec.body.model_json_schema()}},
+        }
+    if spec.family is None:
+        operation["security"] = []
+    else:
+        responses.setdefault("401", {"description": "No or wrong credentials"})
+        responses.setdefault("403", {"description": "Not allowed from this address or client"})
+        methods = settings.routes[spec.family].methods
+        operation["security"] = [
+            {scheme: []} for method in methods for scheme in _METHOD_SCHEMES[method]
+        ]
+    return operation
+
+
+def build_document(routes: list[RouteSpec], settings: HttpSettings) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for spec in routes:
+        paths.setdefault(spec.path, {})[spec.method.lower()] = _operation(spec, settings)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "pbxcrm HTTP API",
+            "version": "1",
+            "description": "Click-to-call, call history and recordings for CRMs.",
+        },
+        "paths": paths,
+        "components": {"securitySchemes": _SECURITY_SCHEMES},
+    }
+
+
+DOCUMENT_KEY = web.AppKey("pbxcrm_openapi", dict)
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(request.app[DOCUMENT_KEY])
+
+
+def document_for(app: web.Application) -> dict[str, Any]:
+    return app[DOCUMENT_KEY]
+
+
+ROUTES = [
+    RouteSpec(
+        "GET",
+        "/api/openapi.json",
+        openapi_json,
+        "openapi",
+        "This document",
+        tags=("meta",),
+    ),
+]
+
+
+def settings_of(app: web.Application) -> HttpSettings:
+    return app[DEPS_KEY].settings.http

@@ -1,0 +1,94 @@
+"""MixMonitor recordings from `[calls] recording_dir`, with range requests.
+
+Two URL shapes: Creatio's `/{token}/recording/<file>` (the token is the credential) and
+`/api/v1/recordings/<file>` with a header token or basic auth. A file name is accepted only if
+every path segment is a plain name (no `..`, no leading dot, no absolute path) and, after
+resolving symlinks, it is still inside the recording folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from aiohttp import web
+
+from ari_app.http.deps import DEPS_KEY
+from ari_app.http.errors import json_error
+from ari_app.http.routing import RouteSpec
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPES = {
+    ".wav": "audio/wav",
+    ".mp3": "audio/mpeg",
+    ".gsm": "audio/x-gsm",
+    ".ogg": "audio/ogg",
+    ".opus": "audio/opus",
+    ".sln": "audio/L16",
+    ".ulaw": "audio/basic",
+    ".alaw": "audio/x-alaw-basic",
+}
+_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}$")
+
+
+def resolve_recording(root: Path, name: str) -> Path | None:
+    """The file inside `root` that `name` names, or None (never a path outside `root`)."""
+    if not name or len(name) > 1024:
+        return None
+    segments = name.split("/")
+    if any(not _SEGMENT.fullmatch(s) or ".." in s for s in segments):
+        return None
+    if Path(segments[-1]).suffix.lower() not in CONTENT_TYPES:
+        return None
+    try:
+        base = root.resolve(strict=True)
+        path = base.joinpath(*segments).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if not path.is_relative_to(base) or not path.is_file():
+        return None
+    return path
+
+
+async def serve_recording(request: web.Request) -> web.StreamResponse:
+    root = Path(request.app[DEPS_KEY].settings.calls.recording_dir)
+    path = resolve_recording(root, request.match_info["file"])
+    if path is None:
+        # Missing, outside the folder or a forbidden name: one answer, so nothing is probed.
+        return json_error(404, "not found")
+    headers = {
+        "Content-Type": CONTENT_TYPES[path.suffix.lower()],
+        "Content-Disposition": f'inline; filename="{path.name}"',
+        "Cache-Control": "private, max-age=3600",
+        "X-Content-Type-Options": "nosniff",
+    }
+    return web.FileResponse(path, headers=headers)
+
+
+_RESPONSES = {200: "The recording", 206: "Part of it (Range)", 404: "No such recording"}
+_TYPES = tuple(sorted(set(CONTENT_TYPES.values())))
+
+ROUTES = [
+    RouteSpec(
+        "GET",
+        "/api/v1/recordings/{file}",
+        serve_recording,
+        "recordings",
+        "Download a call recording (header token or basic auth; supports Range)",
+        responses=_RESPONSES,
+        content_types=_TYPES,
+        tags=("recordings",),
+    ),
+    RouteSpec(
+        "GET",
+        "/{token}/recording/{file}",
+        serve_recording,
+        "recordings",
+        "Download a call recording, Creatio URL shape (token in the path; supports Range)",
+        responses=_RESPONSES,
+        content_types=_TYPES,
+        tags=("recordings", "vendor"),
+    ),
+]

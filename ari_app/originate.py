@@ -1,0 +1,430 @@
+"""Click-to-call: turn a CRM's "ring agent X, then dial number Y" into exactly one AMI Originate.
+
+The request is checked against the fraud rules (agent pattern, destination country, premium
+ranges), the number normalised with phonenumbers, and one Async Originate sent whose ActionID and
+`CRM_CALL_ID` channel variable are the originate id. The outcome arrives later as AMI frames that
+the caller of `on_frame` feeds in: `VarSet CRM_CALL_ID` ties the agent channel to the request and
+`OriginateResponse` (matched by ActionID) says whether the agent answered. When the agent does
+not answer the recorded OriginateResponse carries `Uniqueid: <unknown>`, so the variable is the
+only link to the channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+import phonenumbers
+
+from ari_app.http.settings import FraudRules, OriginateSettings
+
+log = logging.getLogger(__name__)
+audit = logging.getLogger("pbxcrm.audit")
+
+CALL_ID_VARIABLE = "CRM_CALL_ID"
+_ID_RE = re.compile(r"^c2c-[0-9a-f]{16}$")
+
+
+class OriginateState(StrEnum):
+    PENDING = "pending"  # accepted, Originate not yet acknowledged by Asterisk
+    RINGING_AGENT = "ringing_agent"  # Asterisk queued it and is ringing the agent
+    CONNECTED = "connected"  # the agent answered; the dialplan now dials the client
+    AGENT_NO_ANSWER = "agent_no_answer"
+    AGENT_BUSY = "agent_busy"
+    FAILED = "failed"
+
+
+FINAL_STATES = frozenset(
+    {
+        OriginateState.CONNECTED,
+        OriginateState.AGENT_NO_ANSWER,
+        OriginateState.AGENT_BUSY,
+        OriginateState.FAILED,
+    }
+)
+
+# OriginateResponse `Reason` is the last control frame seen on the outgoing channel
+# (AST_CONTROL_* in Asterisk's frame.h); 0 means the channel could not be created at all.
+_REASONS: dict[str, tuple[OriginateState, str]] = {
+    "0": (OriginateState.FAILED, "agent phone unreachable or extension unknown"),
+    "1": (OriginateState.FAILED, "agent rejected the call"),
+    "3": (OriginateState.AGENT_NO_ANSWER, "agent did not answer"),
+    "5": (OriginateState.AGENT_BUSY, "agent busy"),
+    "8": (OriginateState.FAILED, "congestion"),
+}
+
+
+class OriginateRejected(Exception):
+    """A click-to-call request refused before anything reached the PBX."""
+
+    def __init__(self, field_name: str, message: str, *, status: int = 422) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+        self.status = status
+
+
+class PbxUnavailable(Exception):
+    """The PBX could not take the Originate (not connected, or refused it)."""
+
+
+@dataclass(slots=True)
+class OriginateRecord:
+    id: str
+    agent_extension: str
+    number: str  # E.164
+    dial_number: str  # what went into the Originate's Exten
+    client: str
+    state: OriginateState = OriginateState.PENDING
+    reason: str | None = None
+    uniqueid: str | None = None  # the agent channel, once known
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    source: str = "native"  # native | creatio | fixdigital
+    client_ref: str | None = None  # the CRM's own id for this request (FixDigital ClientId)
+
+    def public(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
+
+
+class OriginateBackend(Protocol):
+    """Sends one Originate action; must never send it twice (even across a reconnect)."""
+
+    async def originate(self, action: dict[str, str], *, timeout: float) -> Mapping[str, str]: ...
+
+
+class AmiOriginateBackend:
+    """OriginateBackend over the AMI client (`ari_app.ami.AmiClient`)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def originate(self, action: dict[str, str], *, timeout: float) -> Mapping[str, str]:
+        response = await self._client.originate(action, timeout=timeout)
+        if isinstance(response, Mapping):
+            return response
+        headers = getattr(response, "headers", None)
+        if isinstance(headers, Mapping):
+            return headers
+        return {"Response": str(getattr(response, "response", "")), "Message": str(response)}
+
+
+class OriginateLog(Protocol):
+    """Where originate records live (the store's `originates` table, or memory in tests)."""
+
+    async def save(self, record: OriginateRecord) -> None: ...
+
+    async def load(self, originate_id: str) -> OriginateRecord | None: ...
+
+
+class MemoryOriginateLog:
+    def __init__(self) -> None:
+        self.records: dict[str, OriginateRecord] = {}
+
+    async def save(self, record: OriginateRecord) -> None:
+        self.records[record.id] = record
+
+    async def load(self, originate_id: str) -> OriginateRecord | None:
+        return self.records.get(originate_id)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedNumber:
+    e164: str
+    dial: str
+
+
+def check_destination(number: str, rules: FraudRules) -> CheckedNumber:
+    """Normalise a client number and apply the destination rules; raises OriginateRejected."""
+    raw = number.strip()
+    if not raw or len(raw) > 32 or not re.fullmatch(r"[0-9+()\-. ]+", raw):
+        raise OriginateRejected("number", "not a phone number")
+    try:
+        parsed = phonenumbers.parse(raw, rules.default_region)
+    except phonenumbers.NumberParseException:
+        raise OriginateRejected("number", "not a phone number") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise OriginateRejected("number", "not a valid phone number")
+    if parsed.country_code not in rules.allowed_country_codes:
+        raise OriginateRejected(
+            "number", f"destination country +{parsed.country_code} is not allowed", status=403
+        )
+    kind = phonenumbers.number_type(parsed)
+    for name in rules.blocked_number_types:
+        if kind == getattr(phonenumbers.PhoneNumberType, name):
+            raise OriginateRejected(
+                "number", f"{name.lower().replace('_', ' ')} numbers are blocked", status=403
+            )
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    for prefix in rules.blocked_prefixes:
+        if e164.startswith(prefix):
+            raise OriginateRejected("number", "destination range is blocked", status=403)
+    if rules.dial_format == "e164":
+        dial = e164
+    elif rules.dial_format == "e164_digits":
+        dial = e164[1:]
+    else:
+        national = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
+        dial = re.sub(r"\D", "", national)
+    return CheckedNumber(e164=e164, dial=rules.dial_prefix + dial)
+
+
+class RateLimiter:
+    """Sliding one-minute window per key; small and in-memory (one pbxcrm process)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._hits: dict[str, list[float]] = {}
+
+    def allow(self, key: str, per_minute: int) -> bool:
+        now = self._clock()
+        hits = [t for t in self._hits.get(key, []) if now - t < 60.0]
+        allowed = len(hits) < per_minute
+        if allowed:
+            hits.append(now)
+        self._hits[key] = hits
+        return allowed
+
+
+class OriginateService:
+    """Validates, sends and tracks click-to-call requests."""
+
+    def __init__(
+        self,
+        settings: OriginateSettings,
+        backend: OriginateBackend,
+        *,
+        agent_pattern: str,
+        log_store: OriginateLog | None = None,
+        action_timeout: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self._agent_re = re.compile(settings.fraud.agent_pattern or agent_pattern)
+        self._log = log_store or MemoryOriginateLog()
+        self._action_timeout = action_timeout
+        self._records: dict[str, OriginateRecord] = {}
+        self._by_idempotency: dict[tuple[str, str], str] = {}
+        self._idempotency_lock = asyncio.Lock()
+        self._rate = RateLimiter()
+        self._watchdogs: dict[str, asyncio.TimerHandle] = {}
+        self._listeners: list[Callable[[OriginateRecord], Awaitable[None] | None]] = []
+        self._pending_saves: set[asyncio.Task[None]] = set()
+
+    # -- request side ------------------------------------------------------------------------
+
+    def check(self, agent_extension: str, number: str) -> tuple[str, CheckedNumber]:
+        extension = agent_extension.strip()
+        if not self._agent_re.fullmatch(extension):
+            raise OriginateRejected("extension", "not an agent extension", status=403)
+        return extension, check_destination(number, self.settings.fraud)
+
+    async def submit(
+        self,
+        agent_extension: str,
+        number: str,
+        *,
+        client: str,
+        per_minute: int = 10,
+        idempotency_key: str | None = None,
+        source: str = "native",
+        client_ref: str | None = None,
+    ) -> OriginateRecord:
+        """Send one Originate; returns once Asterisk queued it (or refused it).
+
+        The same `idempotency_key` from the same client returns the first request's record
+        instead of ringing the agent again (a CRM retrying a timed-out HTTP call).
+        """
+        extension, checked = self.check(agent_extension, number)
+        async with self._idempotency_lock:
+            if idempotency_key is not None:
+                known = self._by_idempotency.get((client, idempotency_key))
+                if known is not None:
+                    return self._records[known]
+            if not self._rate.allow(client, per_minute):
+                raise OriginateRejected("client", "too many click-to-call requests", status=429)
+            record = OriginateRecord(
+                id=f"c2c-{secrets.token_hex(8)}",
+                agent_extension=extension,
+                number=checked.e164,
+                dial_number=checked.dial,
+                client=client,
+                source=source,
+                client_ref=client_ref,
+            )
+            self._records[record.id] = record
+            if idempotency_key is not None:
+                self._by_idempotency[(client, idempotency_key)] = record.id
+        await self._log.save(record)
+        audit.info(
+            "originate id=%s client=%s source=%s extension=%s number=%s",
+            record.id,
+            client,
+            source,
+            extension,
+            checked.e164,
+        )
+        await self._send(record)
+        return record
+
+    def _action(self, record: OriginateRecord) -> dict[str, str]:
+        s = self.settings
+        values = {"extension": record.agent_extension, "number": record.dial_number}
+        return {
+            "Action": "Originate",
+            "ActionID": record.id,
+            "Channel": s.channel_template.format(**values),
+            "Context": s.context,
+            "Exten": record.dial_number,
+            "Priority": str(s.priority),
+            "CallerID": s.caller_id_template.format(**values),
+            "Timeout": str(int(s.ring_seconds * 1000)),
+            "Async": "true",
+            "Variable": f"{CALL_ID_VARIABLE}={record.id}",
+        }
+
+    async def _send(self, record: OriginateRecord) -> None:
+        try:
+            response = await self.backend.originate(
+                self._action(record), timeout=self._action_timeout
+            )
+        except TimeoutError:
+            # The action may have reached Asterisk: never resend; the outcome frames (if any)
+            # still advance the record, the watchdog closes it otherwise.
+            await self._update(record, OriginateState.PENDING, "no answer from the PBX yet")
+            self._arm_watchdog(record)
+            return
+        except Exception as exc:
+            await self._update(record, OriginateState.FAILED, f"PBX unavailable: {exc}")
+            raise PbxUnavailable(str(exc)) from exc
+        if str(response.get("Response", "")).lower() != "success":
+            message = str(response.get("Message", "")) or "refused"
+            await self._update(record, OriginateState.FAILED, f"PBX refused: {message}")
+            raise PbxUnavailable(message)
+        if record.state is OriginateState.PENDING:
+            await self._update(record, OriginateState.RINGING_AGENT, None)
+        self._arm_watchdog(record)
+
+    def _arm_watchdog(self, record: OriginateRecord) -> None:
+        if record.state in FINAL_STATES:
+            return
+        delay = self.settings.ring_seconds + self.settings.outcome_grace_seconds
+        loop = asyncio.get_running_loop()
+        self._watchdogs[record.id] = loop.call_later(delay, self._expire, record.id)
+
+    def _expire(self, originate_id: str) -> None:
+        self._watchdogs.pop(originate_id, None)
+        record = self._records.get(originate_id)
+        if record is not None and record.state not in FINAL_STATES:
+            self._set(record, OriginateState.FAILED, "no outcome from the PBX (connection lost?)")
+
+    # -- outcome side ------------------------------------------------------------------------
+
+    async def get(self, originate_id: str) -> OriginateRecord | None:
+        if not _ID_RE.fullmatch(originate_id):
+            return None
+        return self._records.get(originate_id) or await self._log.load(originate_id)
+
+    def on_frame(self, frame: Mapping[str, str]) -> None:
+        """Feed every AMI event here; only OriginateResponse and VarSet CRM_CALL_ID matter."""
+        event = frame.get("Event")
+        if event == "OriginateResponse":
+            self.on_originate_response(
+                frame.get("ActionID", ""),
+                frame.get("Response", ""),
+                frame.get("Reason", ""),
+                frame.get("Uniqueid"),
+            )
+        elif event == "VarSet" and frame.get("Variable", "").lstrip("_") == CALL_ID_VARIABLE:
+            self.on_channel_var(frame.get("Uniqueid", ""), CALL_ID_VARIABLE, frame.get("Value", ""))
+
+    def on_channel_var(self, uniqueid: str, name: str, value: str) -> None:
+        record = self._records.get(value) if name == CALL_ID_VARIABLE else None
+        if record is None or record.uniqueid is not None:
+            return
+        record.uniqueid = uniqueid or None
+        if record.state is OriginateState.PENDING:
+            self._set(record, OriginateState.RINGING_AGENT, None)
+        else:
+            self._persist(record)
+
+    def on_originate_response(
+        self, action_id: str, response: str, reason: str, uniqueid: str | None
+    ) -> None:
+        record = self._records.get(action_id)
+        if record is None:
+            return
+        if uniqueid and uniqueid != "<unknown>" and record.uniqueid is None:
+            record.uniqueid = uniqueid
+        if response.lower() == "success":
+            state, text = OriginateState.CONNECTED, None
+        else:
+            state, text = _REASONS.get(
+                reason.strip(), (OriginateState.FAILED, f"originate failed (reason {reason})")
+            )
+        self._set(record, state, text)
+
+    def add_listener(self, listener: Callable[[OriginateRecord], Awaitable[None] | None]) -> None:
+        self._listeners.append(listener)
+
+    def _set(self, record: OriginateRecord, state: OriginateState, reason: str | None) -> None:
+        if record.state in FINAL_STATES:
+            return  # first final outcome wins; a late watchdog or duplicate frame changes nothing
+        record.state = state
+        record.reason = reason
+        record.updated_at = time.time()
+        if state in FINAL_STATES:
+            handle = self._watchdogs.pop(record.id, None)
+            if handle is not None:
+                handle.cancel()
+            log.info("originate %s: %s%s", record.id, state.value, f" ({reason})" if reason else "")
+        self._persist(record)
+        for listener in self._listeners:
+            result = listener(record)
+            if asyncio.iscoroutine(result):
+                self._spawn(result)
+
+    async def _update(
+        self, record: OriginateRecord, state: OriginateState, reason: str | None
+    ) -> None:
+        self._set(record, state, reason)
+        await self.flush()
+
+    def _persist(self, record: OriginateRecord) -> None:
+        self._spawn(self._log.save(record))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("could not save originate state")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._pending_saves.add(task)
+        task.add_done_callback(self._pending_saves.discard)
+
+    async def flush(self) -> None:
+        """Wait for state writes in flight (tests, shutdown)."""
+        while self._pending_saves:
+            await asyncio.gather(*list(self._pending_saves))
+
+    async def close(self) -> None:
+        for handle in self._watchdogs.values():
+            handle.cancel()
+        self._watchdogs.clear()
+        await self.flush()
+
+
+def record_json(record: OriginateRecord) -> str:
+    return json.dumps(record.public(), sort_keys=True)
