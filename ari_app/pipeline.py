@@ -1,0 +1,141 @@
+"""PBX events -> tracker -> store + outbox: the one path every call takes.
+
+The pipeline is fed synchronously (AMI frames or channel events, in arrival order) and hands
+what the tracker concludes to the store in the same order; the store's single writer keeps that
+order, so each call's lifecycle reaches the outbox ringing-before-answered-before-hangup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from ari_app.ami_events import PbxClock, frame_to_event
+from ari_app.call_rules import CallRules
+from ari_app.channel_events import ChannelEvent, PbxDisconnected
+from ari_app.tracker import CallTracker
+from crm import metrics
+from crm.adapters.base import Adapter
+from crm.model import CallEvent
+from crm.store import Store
+
+log = logging.getLogger("pbxcrm.calls")
+
+CallEventListener = Callable[[CallEvent], None]
+FrameListener = Callable[[dict[str, str]], None]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        rules: CallRules,
+        store: Store,
+        adapters: Sequence[Adapter],
+        *,
+        pbx_id: str = "default",
+        source: str = "ami",
+        clock: PbxClock | None = None,
+    ) -> None:
+        self.store = store
+        self.adapters = list(adapters)
+        self.pbx_id = pbx_id
+        self.tracker = CallTracker(rules, pbx_id=pbx_id, source=source)
+        self.clock = clock or PbxClock()
+        self._pending: set[asyncio.Task[None]] = set()
+        self._call_listeners: list[CallEventListener] = []
+        self._frame_listeners: list[FrameListener] = []
+        self.events_seen = 0
+        self.write_errors = 0
+
+    def add_call_listener(self, listener: CallEventListener) -> None:
+        """Called with every lifecycle event once it is durable (screen pop, demo printer)."""
+        self._call_listeners.append(listener)
+
+    def add_frame_listener(self, listener: FrameListener) -> None:
+        """Called with every tracked AMI frame (the originate service follows its actions)."""
+        self._frame_listeners.append(listener)
+
+    async def restore(self) -> int:
+        """Take back the calls that were open when pbxcrm stopped; returns how many."""
+        calls = await self.store.open_calls(self.pbx_id)
+        for call in calls:
+            events = await self.store.events_for(self.pbx_id, call.call_id)
+            last_seq = max((event.seq for event in events), default=0)
+            self.tracker.restore(call, last_seq, {event.kind for event in events})
+        metrics.calls_active.set(self.tracker.active_calls)
+        if calls:
+            log.info("restored %d open call(s) from the store", len(calls))
+        return len(calls)
+
+    # -- input ----------------------------------------------------------------------------
+
+    def on_ami_frame(self, frame: dict[str, str]) -> None:
+        self.events_seen += 1
+        for listener in self._frame_listeners:
+            listener(frame)
+        event = frame_to_event(frame, self.clock.stamp(frame))
+        if event is not None:
+            self.on_channel_event(event)
+
+    def on_channel_event(self, event: ChannelEvent) -> None:
+        call_events = self.tracker.handle(event)
+        if call_events:
+            self._persist(call_events)
+
+    def on_disconnected(self, reason: str) -> None:
+        log.warning("PBX connection lost (%s); open calls: %d", reason, self.tracker.active_calls)
+        self.on_channel_event(PbxDisconnected(self.clock.stamp({})))
+
+    def sweep(self) -> None:
+        """Close calls whose Hangup never came (run now and then)."""
+        call_events = self.tracker.sweep(self.clock.stamp({}))
+        if call_events:
+            self._persist(call_events)
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _persist(self, call_events: list[CallEvent]) -> None:
+        # One record() per call, in order; the store's writer keeps submission order.
+        by_call: dict[str, list[CallEvent]] = {}
+        for call_event in call_events:
+            by_call.setdefault(call_event.call_id, []).append(call_event)
+        for events in by_call.values():
+            task = asyncio.ensure_future(self._record(events))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        metrics.calls_active.set(self.tracker.active_calls)
+
+    async def _record(self, events: list[CallEvent]) -> None:
+        try:
+            await self.store.record(events[-1].call, events, self.adapters)
+        except Exception:
+            self.write_errors += 1
+            log.exception(
+                "could not store call %s events %s",
+                events[0].call_id,
+                [event.kind.value for event in events],
+            )
+            return
+        for event in events:
+            call = event.call
+            log.info(
+                "call %s %s seq=%d direction=%s caller=%s called=%s agent=%s",
+                event.call_id,
+                event.kind.value,
+                event.seq,
+                call.direction.value,
+                call.caller_number,
+                call.called_number,
+                event.extension or call.agent_extension,
+            )
+            for listener in self._call_listeners:
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("call event listener failed for call %s", event.call_id)
+
+    async def drain(self) -> None:
+        """Wait until everything handed to the store so far is committed."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
