@@ -18,6 +18,9 @@ class AmiSettings(BaseModel):
     password: Secret = Field(default_factory=lambda: SecretStr(""))
     ping_interval_seconds: float = Field(default=10.0, gt=0)
     ping_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Reconnect backoff: the first retry after about `reconnect_initial_seconds`, doubling
+    # (with jitter) up to `reconnect_max_seconds`.
+    reconnect_initial_seconds: float = Field(default=0.5, gt=0, le=60)
     reconnect_max_seconds: float = Field(default=60.0, gt=0, le=60)
     action_timeout_seconds: float = Field(default=10.0, gt=0)
     connect_timeout_seconds: float = Field(default=5.0, gt=0)

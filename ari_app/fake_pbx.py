@@ -1,0 +1,518 @@
+"""A fake Asterisk: an AMI server on 127.0.0.1 that replays a recorded AMI byte stream.
+
+Used by the tests, `pbxcrm demo` and `pbxcrm replay FILE.ami`. The recording is sent as
+recorded (banner, login response, events); only what depends on the client is rewritten:
+the `ActionID` of the responses (the client picks its own), and the recorded answers to the
+client's actions are sent when the client actually asks for them.
+
+Replies the recordings do not contain are built the way Asterisk 22's manager.c builds
+them: `Ping` (`Ping: Pong` + `Timestamp`), a failed login (`Authentication failed`, then the
+server closes), an action before login (`Permission denied`), an unknown action
+(`Invalid/unknown command: X. Use Action: ListCommands ...`) and an empty
+`CoreShowChannels`/`Status` list (`EventList: start` ... `...Complete` with `ListItems: 0`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MARKER = b"# --- connection closed by server; reconnected ---"
+_EOL = b"\r\n"
+_SEP = b"\r\n\r\n"
+_DEFAULT_BANNER = b"Asterisk Call Manager/11.0.0"
+
+# Which recorded action a response answers, when no `.sent.ami` file says so.
+_GUESS_BY_MESSAGE = {
+    "Channels will follow": "CoreShowChannels",
+    "Channel status will follow": "Status",
+    "Originate successfully queued": "Originate",
+    "Authentication accepted": "Login",
+    "Thanks for all the fish.": "Logoff",
+}
+
+_EMPTY_LISTS = {
+    # action -> (response Message, complete event name); Asterisk 22 manager.c / action_status.
+    "coreshowchannels": ("Channels will follow", "CoreShowChannelsComplete"),
+    "status": ("Channel status will follow", "StatusComplete"),
+}
+
+
+def _headers(block: bytes) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for line in block.decode("utf-8", "backslashreplace").replace("\r\n", "\n").split("\n"):
+        key, sep, value = line.partition(":")
+        if sep and key not in headers:
+            headers[key.strip()] = value[1:] if value[:1] == " " else value
+    return headers
+
+
+def _frame(*lines: str) -> bytes:
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _with_action_id(block: bytes, action_id: str | None) -> bytes:
+    """The block with its ActionID header set to the client's (or removed if it sent none)."""
+    lines = block.split(_EOL)
+    for i, line in enumerate(lines):
+        if line.startswith(b"ActionID:"):
+            if action_id is None:
+                del lines[i]
+            else:
+                lines[i] = b"ActionID: " + action_id.encode()
+            break
+    return _EOL.join(lines)
+
+
+@dataclass(slots=True)
+class _Block:
+    raw: bytes  # one frame, CRLF lines, without the blank line that ends it
+    headers: dict[str, str]
+
+    @property
+    def action_id(self) -> str | None:
+        return self.headers.get("ActionID")
+
+    @property
+    def ts(self) -> float | None:
+        try:
+            return float(self.headers["Timestamp"])
+        except (KeyError, ValueError):
+            return None
+
+
+@dataclass(slots=True)
+class _Reply:
+    """A recorded response and the list events that followed it, answering one action."""
+
+    action: str  # lower-case action name
+    recorded_id: str
+    blocks: list[_Block]
+    claimed_by: str | None = None  # the client's ActionID once it asked
+    claimed: bool = False
+
+
+@dataclass(slots=True)
+class _Part:
+    """One recorded connection."""
+
+    banner: bytes
+    login: _Block | None
+    items: list[_Block | _Reply] = field(default_factory=list)
+    closed_by_server: bool = False
+
+
+def _split_blocks(data: bytes) -> list[bytes]:
+    data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return [b for b in data.split(_SEP) if b.strip()]
+
+
+def _read(source: bytes | Path) -> bytes:
+    return source.read_bytes() if isinstance(source, Path) else source
+
+
+def _sent_names(sent: bytes | None) -> dict[str, str]:
+    names: dict[str, str] = {}
+    if not sent:
+        return names
+    for block in _split_blocks(sent.replace(RECONNECT_MARKER + _EOL, b"")):
+        headers = _headers(block)
+        if "Action" in headers and "ActionID" in headers:
+            names[headers["ActionID"]] = headers["Action"].lower()
+    return names
+
+
+def split_connections(recording: bytes) -> list[bytes]:
+    """The recorded connections of a file (split at the reconnect marker)."""
+    pieces = recording.split(RECONNECT_MARKER)
+    return [p[2:] if i and p.startswith(_EOL) else p for i, p in enumerate(pieces)]
+
+
+def _parse_recording(recording: bytes, sent: bytes | None, strip_timestamps: bool) -> list[_Part]:
+    names = _sent_names(sent)
+    pieces = split_connections(recording)
+    parts: list[_Part] = []
+    for index, piece in enumerate(pieces):
+        banner = _DEFAULT_BANNER
+        if piece.startswith(b"Asterisk Call Manager/"):
+            line_end = piece.find(b"\n")
+            banner = piece[:line_end].rstrip(b"\r") if line_end >= 0 else piece
+            piece = piece[line_end + 1 :] if line_end >= 0 else b""
+        part = _Part(banner=banner, login=None, closed_by_server=index < len(pieces) - 1)
+        current: _Reply | None = None
+        for raw in _split_blocks(piece):
+            if strip_timestamps:
+                raw = re.sub(rb"(?m)^Timestamp: [^\r\n]*\r\n?", b"", raw)
+            block = _Block(raw, _headers(raw))
+            action_id = block.action_id
+            if "Response" in block.headers:
+                action = names.get(action_id or "") or _GUESS_BY_MESSAGE.get(
+                    block.headers.get("Message", ""), ""
+                )
+                if part.login is None and action.lower() == "login":
+                    part.login = block
+                    current = None
+                    continue
+                current = _Reply(action.lower(), action_id or "", [block])
+                part.items.append(current)
+                continue
+            if current is not None and action_id == current.recorded_id:
+                current.blocks.append(block)
+                continue
+            current = None
+            part.items.append(block)
+        parts.append(part)
+    return parts
+
+
+class _Connection:
+    """One client session: a reader of the client's actions and a streamer of the recording."""
+
+    def __init__(
+        self,
+        pbx: FakePbx,
+        part: _Part | None,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        cut_after: int | None,
+    ) -> None:
+        self.pbx = pbx
+        self.part = part
+        self.reader = reader
+        self.writer = writer
+        self.cut_after = cut_after
+        self.sent_bytes = 0
+        self.closed = False
+        self.logged_in = asyncio.Event()
+        self.progress = asyncio.Event()  # a reply was claimed: the streamer may go on
+        self.id_map: dict[str, str | None] = {}  # recorded ActionID -> the client's
+        self.position = 0
+
+    def send(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.cut_after is not None and self.sent_bytes + len(data) >= self.cut_after:
+            self.writer.write(data[: max(0, self.cut_after - self.sent_bytes)])
+            self.sent_bytes = self.cut_after
+            log.info("fake PBX: cutting the connection after %d bytes", self.cut_after)
+            self.closed = True
+            self.writer.close()  # flushes the partial frame first, then EOF
+            return
+        self.sent_bytes += len(data)
+        self.writer.write(data)
+
+    def abort(self) -> None:
+        self.closed = True
+        self.writer.transport.abort()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(ConnectionError):
+            await self.writer.drain()
+        self.writer.close()
+
+    async def run(self) -> None:
+        banner = self.part.banner if self.part else self.pbx.banner
+        self.send(banner + _EOL)
+        streamer = asyncio.create_task(self._stream())
+        try:
+            await self._read_actions()
+        finally:
+            streamer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await streamer
+            if not self.closed:
+                self.abort()
+
+    async def _read_actions(self) -> None:
+        buffer = b""
+        while not self.closed:
+            try:
+                chunk = await self.reader.read(65536)
+            except ConnectionError:
+                return
+            if not chunk:
+                return
+            buffer += chunk.replace(b"\r\n", b"\n")
+            *blocks, buffer = buffer.split(b"\n\n")
+            for block in blocks:
+                if block.strip():
+                    await self._on_action(_headers(block))
+                if self.closed:
+                    return
+
+    async def _on_action(self, action: dict[str, str]) -> None:
+        self.pbx.received_actions.append(action)
+        name = action.get("Action", "").lower()
+        action_id = action.get("ActionID")
+        id_line = [f"ActionID: {action_id}"] if action_id is not None else []
+        if name == "login":
+            await self._login(action, id_line)
+            return
+        if name == "logoff":
+            reply = self._claim("logoff", action_id, next_only=True)
+            if reply is None:
+                self.send(
+                    _frame("Response: Goodbye", *id_line, "Message: Thanks for all the fish.")
+                )
+                await self.close()
+            # else the streamer sends the recorded Goodbye and closes.
+            return
+        if not self.logged_in.is_set():
+            self.send(_frame("Response: Error", *id_line, "Message: Permission denied"))
+            return
+        if name == "ping":
+            if not self.pbx.hold_open:
+                self.send(
+                    _frame(
+                        "Response: Success", *id_line, "Ping: Pong", f"Timestamp: {time.time():.6f}"
+                    )
+                )
+            return
+        if self._claim(name, action_id) is not None:
+            return
+        if name in _EMPTY_LISTS:
+            message, complete = _EMPTY_LISTS[name]
+            self.send(
+                _frame("Response: Success", *id_line, "EventList: start", f"Message: {message}")
+                + _frame(f"Event: {complete}", *id_line, "EventList: Complete", "ListItems: 0")
+            )
+            return
+        self.send(
+            _frame(
+                "Response: Error",
+                *id_line,
+                f"Message: Invalid/unknown command: {action.get('Action', '')}. "
+                "Use Action: ListCommands to show available commands.",
+            )
+        )
+
+    async def _login(self, action: dict[str, str], id_line: list[str]) -> None:
+        pbx = self.pbx
+        if action.get("Username") != pbx.username or action.get("Secret") != pbx.password:
+            self.send(_frame("Response: Error", *id_line, "Message: Authentication failed"))
+            await self.close()
+            return
+        login = self.part.login if self.part else None
+        if login is not None:
+            self.send(_with_action_id(login.raw, action.get("ActionID")) + _SEP)
+        else:
+            self.send(_frame("Response: Success", *id_line, "Message: Authentication accepted"))
+        self.logged_in.set()
+
+    def _claim(self, name: str, action_id: str | None, *, next_only: bool = False) -> _Reply | None:
+        """The first recorded reply still ahead in the stream that answers `name`."""
+        if self.part is None:
+            return None
+        items = self.part.items
+        for index in range(self.position, len(items)):
+            item = items[index]
+            if isinstance(item, _Reply) and not item.claimed and item.action == name:
+                item.claimed = True
+                item.claimed_by = action_id
+                self.progress.set()
+                return item
+            if next_only:
+                return None
+        return None
+
+    async def _stream(self) -> None:
+        await self.logged_in.wait()
+        part = self.part
+        if part is None:
+            return  # an extra connection: a quiet PBX
+        pace = self.pbx.pace
+        last_ts: float | None = None
+        items = part.items
+        while self.position < len(items):
+            item = items[self.position]
+            if isinstance(item, _Reply):
+                while not item.claimed and self.pbx.await_actions:
+                    self.progress.clear()
+                    await self.progress.wait()
+                self.position += 1
+                if not item.claimed:
+                    continue
+                self.id_map[item.recorded_id] = item.claimed_by
+                self.send(
+                    b"".join(_with_action_id(b.raw, item.claimed_by) + _SEP for b in item.blocks)
+                )
+                if item.action == "logoff":
+                    await self.close()
+                    return
+                continue
+            self.position += 1
+            ts = item.ts
+            if pace > 0 and ts is not None:
+                if last_ts is not None and ts > last_ts:
+                    await asyncio.sleep((ts - last_ts) * pace)
+                last_ts = ts
+            raw = item.raw
+            if item.action_id is not None and item.action_id in self.id_map:
+                raw = _with_action_id(raw, self.id_map[item.action_id])
+            self.send(raw + _SEP)
+            if self.closed:
+                return
+            if pace == 0 and self.position % 256 == 0:
+                await self.writer.drain()  # let a slow reader push back
+        if part.closed_by_server and not self.pbx.hold_open:
+            log.info("fake PBX: end of recorded connection, closing as the server did")
+            await self.close()
+
+
+class FakePbx:
+    """An AMI server replaying a recording; see the module docstring.
+
+    `await_actions=True` (tests): the stream pauses at a recorded response until the client
+    sends that action. `False` (demo, replay): recorded responses nobody asked for are
+    skipped. `hold_open`: never answer Ping and never close (a half-open connection).
+    `cut_after_bytes`: the first connection is aborted after that many bytes.
+    """
+
+    def __init__(
+        self,
+        recording: bytes | Path,
+        *,
+        username: str = "crm",
+        password: str = "crmsecret",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        pace: float = 0.0,
+        sent: bytes | Path | None = None,
+        await_actions: bool = True,
+        strip_timestamps: bool = False,
+        cut_after_bytes: int | None = None,
+        hold_open: bool = False,
+    ) -> None:
+        if sent is None and isinstance(recording, Path):
+            sibling = recording.with_name(recording.name.removesuffix(".ami") + ".sent.ami")
+            if sibling.exists():
+                sent = sibling
+        self._recording = _read(recording)
+        self._sent = _read(sent) if sent is not None else None
+        self._strip_timestamps = strip_timestamps
+        self._parts = _parse_recording(self._recording, self._sent, strip_timestamps)
+        self.banner = self._parts[0].banner if self._parts else _DEFAULT_BANNER
+        self.username = username
+        self.password = password
+        self.host = host
+        self.port = port
+        self.pace = pace
+        self.await_actions = await_actions
+        self.cut_after_bytes = cut_after_bytes
+        self.hold_open = hold_open
+        self.received_actions: list[dict[str, str]] = []
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._sessions: set[asyncio.Task[None]] = set()
+        self._finished = asyncio.Event()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("fake PBX listening on %s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._sessions):
+            task.cancel()
+        for task in list(self._sessions):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> FakePbx:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def wait_finished(self, timeout: float) -> None:
+        """Until every recorded connection has been streamed and closed."""
+        await asyncio.wait_for(self._finished.wait(), timeout)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        index = self.connections
+        self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
+        # Each connection replays its own copy: claiming replies mutates the parts.
+        parts = _parse_recording(self._recording, self._sent, self._strip_timestamps)
+        part = parts[index] if index < len(parts) else None
+        cut = self.cut_after_bytes if index == 0 else None
+        connection = _Connection(self, part, reader, writer, cut)
+        try:
+            await connection.run()
+        except Exception:
+            log.exception("fake PBX: connection %d failed", index + 1)
+        finally:
+            self._sessions.discard(task)
+            if index + 1 >= len(self._parts):
+                self._finished.set()
+
+
+_UNIQUEID_LINE = re.compile(
+    rb"(?m)^(Uniqueid|Linkedid|DestUniqueid|DestLinkedid|BridgeUniqueid|BridgeId|BridgeID): "
+    rb"([^\r\n]*)"
+)
+_CHANNEL_SUFFIX = re.compile(rb"(/[\w.+@-]*?-)([0-9a-f]{8})(?![0-9a-f])")
+
+
+def replicate(recording: bytes | Path | Sequence[bytes | Path], copies: int) -> bytes:
+    """One AMI stream holding `copies` copies of the recordings' events, each copy with its
+    own Uniqueids, Linkedids, bridge ids and channel names, so that a tracker sees
+    `copies` times as many distinct calls (benchmarks). Banner and login response come from
+    the first recording; responses to other actions are dropped; ends with `Response: Goodbye`.
+    """
+    sources = [recording] if isinstance(recording, bytes | Path) else list(recording)
+    events: list[bytes] = []
+    banner = _DEFAULT_BANNER
+    login = b"Response: Success\r\nActionID: login-1\r\nMessage: Authentication accepted"
+    for n, source in enumerate(sources):
+        for k, part in enumerate(_parse_recording(_read(source), None, False)):
+            if n == 0 and k == 0:
+                banner = part.banner
+                if part.login is not None:
+                    login = part.login.raw
+            events.extend(item.raw for item in part.items if isinstance(item, _Block))
+    body = b"".join(block + _SEP for block in events)
+    out = [banner + _EOL, login + _SEP]
+    for copy in range(copies):
+
+        def rewrite_id(match: re.Match[bytes], copy: int = copy) -> bytes:
+            return match.group(1) + b": " + _new_id(match.group(2), copy)
+
+        def rewrite_channel(match: re.Match[bytes], copy: int = copy) -> bytes:
+            number = int(match.group(2), 16) + copy * 0x10000
+            return match.group(1) + b"%08x" % (number & 0xFFFFFFFF)
+
+        out.append(_CHANNEL_SUFFIX.sub(rewrite_channel, _UNIQUEID_LINE.sub(rewrite_id, body)))
+    out.append(b"Response: Goodbye\r\nActionID: logoff-1\r\nMessage: Thanks for all the fish.")
+    out.append(_SEP)
+    return b"".join(out)
+
+
+def _new_id(value: bytes, copy: int) -> bytes:
+    if copy == 0 or not value:
+        return value
+    epoch, dot, seq = value.partition(b".")
+    if dot and epoch.isdigit() and seq.isdigit():
+        return epoch + b"." + str(int(seq) + copy * 100000).encode()
+    if len(value) == 36 and value.count(b"-") == 4:  # a bridge uuid
+        return b"%08x" % copy + value[8:]
+    return value + b"-" + str(copy).encode()
