@@ -1,0 +1,54 @@
+"""Generic JSON webhook: the CallEvent (with its call snapshot) POSTed as it is.
+
+For CRMs or middleware the admin controls. The receiver de-duplicates on the
+`Idempotency-Key` header, which stays the same across retries of one event.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from crm.adapters.base import DeliveryOutcome, register_dialect
+from crm.dialects.http_dialect import HttpAdapter, HttpDialectConfig
+from crm.http_client import AuthConfig, trim
+from crm.model import CallEvent, EventKind
+from crm.secrets import Secret
+
+
+class WebhookConfig(HttpDialectConfig):
+    type: str = "webhook"
+    url: str
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    bearer_token: Secret | None = None  # shorthand for [crm.auth] mode = "bearer"
+
+
+@register_dialect("webhook", WebhookConfig)
+class WebhookAdapter(HttpAdapter):
+    config: WebhookConfig
+    default_events: ClassVar[frozenset[EventKind]] = frozenset(EventKind)
+
+    def _auth_config(self) -> AuthConfig | None:
+        if self.config.bearer_token is not None and self.config.auth.mode == "none":
+            return AuthConfig(mode="bearer", token=self.config.bearer_token)
+        return self.config.auth
+
+    def body(self, event: CallEvent, idempotency_key: str) -> dict[str, object]:
+        return {
+            "event_id": event.event_id,
+            "idempotency_key": idempotency_key,
+            **event.model_dump(mode="json"),
+        }
+
+    async def deliver(self, event: CallEvent, idempotency_key: str) -> DeliveryOutcome:
+        headers = {**self.config.headers, "Idempotency-Key": idempotency_key}
+        reply = await self.request(
+            self.config.method,
+            self.config.url,
+            json_body=self.body(event, idempotency_key),
+            headers=headers,
+            what=f"webhook {event.kind.value}",
+        )
+        return DeliveryOutcome(status=reply.status, response=trim(reply.text))
