@@ -138,6 +138,54 @@ class MemoryOriginateLog:
         return self.records.get(originate_id)
 
 
+class StoreOriginateLog:
+    """OriginateLog over the store's `originates` table (crm.store.Store).
+
+    The first save inserts the row (with the whole record as request_json); later saves move
+    its state. A pbxcrm restart keeps answering `GET /api/v1/originate/{id}` from here.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._saved: set[str] = set()
+
+    async def save(self, record: OriginateRecord) -> None:
+        if record.id not in self._saved:
+            self._saved.add(record.id)
+            await self._store.save_originate(
+                record.id,
+                agent_extension=record.agent_extension,
+                number=record.number,
+                state=record.state.value,
+                reason=record.reason,
+                request=record.public(),
+            )
+        else:
+            await self._store.update_originate(
+                record.id, state=record.state.value, reason=record.reason
+            )
+
+    async def load(self, originate_id: str) -> OriginateRecord | None:
+        row = await self._store.get_originate(originate_id)
+        if row is None:
+            return None
+        data = dict(row.request or {})
+        return OriginateRecord(
+            id=row.id,
+            agent_extension=row.agent_extension or "",
+            number=row.number or "",
+            dial_number=str(data.get("dial_number", "")),
+            client=str(data.get("client", "")),
+            state=OriginateState(row.state),
+            reason=row.reason,
+            uniqueid=data.get("uniqueid"),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            source=str(data.get("source", "native")),
+            client_ref=data.get("client_ref"),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class CheckedNumber:
     e164: str
