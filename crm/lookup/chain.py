@@ -1,0 +1,134 @@
+"""Ask lookup sources in order: per-source timeout, number formats tried in turn, TTL cache."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import aiohttp
+
+from crm.lookup.base import (
+    LOOKUP_KINDS,
+    LookupConfig,
+    LookupRequest,
+    LookupResult,
+    LookupSource,
+    LookupStatus,
+)
+from crm.numbers import NUMBER_STYLES, format_number
+
+log = logging.getLogger(__name__)
+
+_CACHEABLE = frozenset({LookupStatus.FOUND, LookupStatus.NOTFOUND, LookupStatus.MULTIPLE})
+
+
+def parse_lookup_config(raw: dict[str, Any] | LookupConfig) -> LookupConfig:
+    """Validate one `[[lookup]]` block against its kind's model (raises ValueError)."""
+    import crm.lookup  # noqa: F401 - registers the built-in lookup sources
+
+    if isinstance(raw, LookupConfig):
+        config = raw
+    else:
+        kind = raw.get("type")
+        if kind not in LOOKUP_KINDS:
+            known = ", ".join(sorted(LOOKUP_KINDS))
+            raise ValueError(f"unknown lookup type {kind!r}; known types: {known}")
+        config = LOOKUP_KINDS[kind].config_model.model_validate(raw)
+    bad = [style for style in config.number_formats if style not in NUMBER_STYLES]
+    if bad:
+        raise ValueError(
+            f"lookup {config.name or config.type}: unknown number format(s) {', '.join(bad)}; "
+            f"use {', '.join(NUMBER_STYLES)}"
+        )
+    if not config.name:
+        config.name = config.type
+    return config
+
+
+class LookupChain:
+    """The `[[lookup]]` blocks as one source: first FOUND or MULTIPLE answer wins."""
+
+    def __init__(
+        self, sources: list[LookupSource], clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.sources = sources
+        self._clock = clock
+        self._cache: dict[tuple[Any, ...], tuple[float, LookupResult]] = {}
+
+    async def lookup(self, request: LookupRequest) -> LookupResult:
+        errors: list[str] = []
+        answered = False
+        for source in self.sources:
+            result = await self._ask(source, request)
+            if result.status in (LookupStatus.FOUND, LookupStatus.MULTIPLE):
+                return result
+            if result.status == LookupStatus.NOTFOUND:
+                answered = True
+            else:
+                errors.append(f"{source.name}: {result.error}")
+        if answered or not errors:
+            return LookupResult(status=LookupStatus.NOTFOUND, source="chain")
+        return LookupResult(status=LookupStatus.ERROR, source="chain", error="; ".join(errors))
+
+    async def _ask(self, source: LookupSource, request: LookupRequest) -> LookupResult:
+        """One source, each configured number format in turn until one finds something."""
+        config = source.config
+        tried: set[str] = set()
+        last = LookupResult(status=LookupStatus.NOTFOUND, source=source.name)
+        for style in config.number_formats:
+            number = format_number(request.number, style, config.default_region)  # type: ignore[arg-type]
+            if number in tried:
+                continue
+            tried.add(number)
+            attempt = request.model_copy(update={"number": number})
+            last = await self._cached(source, attempt)
+            if last.status != LookupStatus.NOTFOUND:
+                return last  # FOUND, MULTIPLE, or ERROR: other formats would not help
+        return last
+
+    async def _cached(self, source: LookupSource, request: LookupRequest) -> LookupResult:
+        key = (
+            source.name,
+            request.number,
+            request.service_number,
+            request.service_name,
+            request.function,
+            tuple(request.user_data),
+        )
+        now = self._clock()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        result = await self._timed(source, request)
+        ttl = source.config.cache_ttl_seconds
+        if ttl > 0 and result.status in _CACHEABLE:
+            self._cache[key] = (now + ttl, result)
+        return result
+
+    async def _timed(self, source: LookupSource, request: LookupRequest) -> LookupResult:
+        timeout = source.config.timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                return await source.lookup(request)
+        except TimeoutError:
+            reason = f"no answer within {timeout:g}s"
+        except Exception as exc:  # a source that breaks its contract must not break the IVR
+            log.exception("lookup source %s raised", source.name)
+            reason = f"{type(exc).__name__}: {exc}"
+        return LookupResult(status=LookupStatus.ERROR, source=source.name, error=reason)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+
+def build_lookup_chain(
+    configs: Iterable[dict[str, Any] | LookupConfig], http: aiohttp.ClientSession
+) -> LookupChain:
+    sources: list[LookupSource] = []
+    for raw in configs:
+        config = parse_lookup_config(raw)
+        sources.append(LOOKUP_KINDS[config.type].source_class(config, http))
+    return LookupChain(sources)
