@@ -34,7 +34,15 @@ class AriSettings(BaseModel):
     password: Secret = Field(default_factory=lambda: SecretStr(""))
     app: str = "pbxcrm"
     subscribe_all: bool = True
+    # Reconnect backoff: first retry after about `reconnect_initial_seconds`, doubling (with
+    # jitter) up to `reconnect_max_seconds`.
+    reconnect_initial_seconds: float = Field(default=0.5, gt=0, le=60)
     reconnect_max_seconds: float = Field(default=60.0, gt=0, le=60)
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Websocket ping interval: a PBX that vanished without closing TCP is noticed this fast.
+    ping_interval_seconds: float = Field(default=20.0, gt=0)
+    # Click-to-call through POST /ari/channels instead of an AMI Originate.
+    originate: bool = False
 
 
 class PbxSettings(BaseModel):
