@@ -1,0 +1,183 @@
+"""Click-to-call fraud rules and the outcome state machine, driven by the recorded AMI frames."""
+
+from __future__ import annotations
+
+import pytest
+
+from ari_app.http.settings import FraudRules, OriginateSettings
+from ari_app.originate import (
+    OriginateRejected,
+    OriginateService,
+    OriginateState,
+    check_destination,
+)
+from tests.test_http_support import RecordedAmiBackend
+
+
+def service(backend: RecordedAmiBackend, **fraud: object) -> OriginateService:
+    settings = OriginateSettings(fraud=FraudRules.model_validate(fraud))
+    return OriginateService(settings, backend, agent_pattern=r"^\d{2,5}$")
+
+
+def test_a_russian_mobile_in_any_format_is_dialled_as_the_recorded_national_digits():
+    rules = FraudRules()
+    for raw in ("89161234567", "+79161234567", "+7 (916) 123-45-67", "79161234567"):
+        checked = check_destination(raw, rules)
+        assert checked.e164 == "+79161234567"
+        assert checked.dial == "89161234567"  # Exten of the recorded Originate
+
+
+def test_dial_format_and_prefix_come_from_config():
+    rules = FraudRules(dial_format="e164_digits", dial_prefix="9")
+    assert check_destination("89161234567", rules).dial == "979161234567"
+
+
+@pytest.mark.parametrize(
+    ("number", "status", "message"),
+    [
+        ("+78091234567", 403, "premium rate numbers are blocked"),
+        ("+493012345678", 403, "destination country +49 is not allowed"),
+        ("12", 422, "not a valid phone number"),
+        ("9161234567; DROP TABLE calls", 422, "not a phone number"),
+        ("", 422, "not a phone number"),
+        ("+7916\r\nAction: Command", 422, "not a phone number"),
+    ],
+)
+def test_a_dangerous_or_broken_destination_is_refused(number, status, message):
+    with pytest.raises(OriginateRejected) as caught:
+        check_destination(number, FraudRules())
+    assert caught.value.field == "number"
+    assert caught.value.status == status
+    assert caught.value.message == message
+
+
+def test_blocked_prefixes_refuse_a_range_phonenumbers_calls_ordinary():
+    with pytest.raises(OriginateRejected):
+        check_destination("+74951112233", FraudRules(blocked_prefixes=["+7495"]))
+
+
+async def test_an_extension_not_matching_the_agent_pattern_is_refused_before_the_pbx():
+    backend = RecordedAmiBackend("click_to_call_originate")
+    svc = service(backend)
+    for extension in ("trunk", "1", "101@trunk", "101\r\nAction: Command", "PJSIP/101"):
+        with pytest.raises(OriginateRejected) as caught:
+            await svc.submit(extension, "89161234567", client="crm")
+        assert caught.value.field == "extension"
+    assert backend.actions == []
+
+
+async def test_the_originate_action_has_the_recorded_shape():
+    backend = RecordedAmiBackend("click_to_call_originate")
+    record = await service(backend).submit("101", "+79161234567", client="crm")
+    (action,) = backend.actions
+    assert action == {
+        "Action": "Originate",
+        "ActionID": record.id,
+        "Channel": "PJSIP/101",
+        "Context": "from-internal",
+        "Exten": "89161234567",
+        "Priority": "1",
+        "CallerID": '"Click-to-call 89161234567" <101>',
+        "Timeout": "30000",
+        "Async": "true",
+        "Variable": f"CRM_CALL_ID={record.id}",
+    }
+    assert record.state is OriginateState.RINGING_AGENT
+
+
+async def test_recorded_answer_by_the_agent_ends_connected_with_the_agent_channel():
+    backend = RecordedAmiBackend("click_to_call_originate")
+    svc = service(backend)
+    record = await svc.submit("101", "89161234567", client="crm")
+    for frame in backend.outcome_frames(record.id):
+        svc.on_frame(frame)
+    await svc.flush()
+    assert record.state is OriginateState.CONNECTED
+    assert record.reason is None
+    assert record.uniqueid == "1795418031.8"
+    await svc.close()
+
+
+async def test_recorded_agent_no_answer_is_linked_only_by_the_channel_variable():
+    backend = RecordedAmiBackend("click_to_call_agent_no_answer")
+    svc = service(backend)
+    record = await svc.submit("101", "89161234567", client="crm")
+    frames = backend.outcome_frames(record.id)
+    response = next(f for f in frames if f["Event"] == "OriginateResponse")
+    assert response["Uniqueid"] == "<unknown>"
+    for frame in frames:
+        svc.on_frame(frame)
+    await svc.flush()
+    assert record.state is OriginateState.AGENT_NO_ANSWER
+    assert record.reason == "agent did not answer"
+    assert record.uniqueid == "1795420573.2"  # from VarSet CRM_CALL_ID, not the response
+    await svc.close()
+
+
+async def test_a_duplicate_or_late_outcome_never_changes_a_final_state():
+    backend = RecordedAmiBackend("click_to_call_agent_no_answer")
+    svc = service(backend)
+    record = await svc.submit("101", "89161234567", client="crm")
+    svc.on_originate_response(record.id, "Failure", "3", "<unknown>")
+    svc.on_originate_response(record.id, "Success", "4", "1.1")
+    assert record.state is OriginateState.AGENT_NO_ANSWER
+    await svc.close()
+
+
+@pytest.mark.parametrize(
+    ("reason", "state"),
+    [
+        ("0", OriginateState.FAILED),
+        ("1", OriginateState.FAILED),
+        ("5", OriginateState.AGENT_BUSY),
+        ("8", OriginateState.FAILED),
+        ("42", OriginateState.FAILED),
+    ],
+)
+async def test_failure_reasons_from_the_asterisk_docs_map_to_states(reason, state):
+    """Not recorded: Reasons other than 3 and 4 follow AST_CONTROL_* (Asterisk frame.h)."""
+    svc = service(RecordedAmiBackend("click_to_call_agent_no_answer"))
+    record = await svc.submit("101", "89161234567", client="crm")
+    svc.on_originate_response(record.id, "Failure", reason, "<unknown>")
+    assert record.state is state
+    assert record.reason
+    await svc.close()
+
+
+async def test_the_same_idempotency_key_never_rings_the_agent_twice():
+    backend = RecordedAmiBackend("click_to_call_originate")
+    svc = service(backend)
+    first = await svc.submit("101", "89161234567", client="crm", idempotency_key="k1")
+    again = await svc.submit("101", "89161234567", client="crm", idempotency_key="k1")
+    other = await svc.submit("101", "89161234567", client="other", idempotency_key="k1")
+    assert first is again
+    assert other.id != first.id
+    assert [a["ActionID"] for a in backend.actions] == [first.id, other.id]
+    await svc.close()
+
+
+async def test_a_timed_out_action_is_not_resent_and_still_follows_its_outcome():
+    backend = RecordedAmiBackend("click_to_call_originate")
+    backend.fail_with = TimeoutError()
+    svc = service(backend)
+    record = await svc.submit("101", "89161234567", client="crm")
+    assert record.state is OriginateState.PENDING
+    assert len(backend.actions) == 1
+    for frame in backend.outcome_frames(record.id):
+        svc.on_frame(frame)
+    assert record.state is OriginateState.CONNECTED
+    assert len(backend.actions) == 1
+    await svc.close()
+
+
+async def test_the_rate_limit_counts_per_client():
+    backend = RecordedAmiBackend("click_to_call_originate")
+    svc = service(backend)
+    for _ in range(2):
+        await svc.submit("101", "89161234567", client="crm", per_minute=2)
+    with pytest.raises(OriginateRejected) as caught:
+        await svc.submit("101", "89161234567", client="crm", per_minute=2)
+    assert caught.value.status == 429
+    await svc.submit("101", "89161234567", client="other", per_minute=2)
+    assert len(backend.actions) == 3
+    await svc.close()
