@@ -1,0 +1,85 @@
+"""What an IVR script gets besides its channel: lookups, settings and the survey sink."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from agi.settings import AgiSettings
+from crm.lookup.base import LookupRequest, LookupResult, LookupStatus
+
+log = logging.getLogger("pbxcrm.agi")
+
+
+class Lookup(Protocol):
+    """A LookupSource, or the chain built from all `[[lookup]]` blocks."""
+
+    async def lookup(self, request: LookupRequest) -> LookupResult: ...
+
+
+class SurveyResult(BaseModel):
+    """One rating; the lead turns it into a SURVEY CallEvent through the outbox."""
+
+    model_config = ConfigDict(frozen=True)
+
+    number: str  # the caller's number, as Asterisk gave it
+    extension: str | None  # the agent who transferred the caller into the survey
+    rating: int
+    question: str
+    at: datetime  # UTC, when the digit was read
+    uniqueid: str  # the AGI channel's Uniqueid
+    linkedid: str | None = None  # the call's Linkedid (= Call.call_id), when Asterisk gave it
+    channel: str = ""
+
+    def event_data(self) -> dict[str, object]:
+        """The `data` of the SURVEY CallEvent (field names fixed by the design)."""
+        return {
+            "rating": self.rating,
+            "extension": self.extension,
+            "number": self.number,
+            "question": self.question,
+            "at": self.at.isoformat(),
+        }
+
+
+SurveySink = Callable[[SurveyResult], Awaitable[None]]
+
+
+async def _no_sink(result: SurveyResult) -> None:
+    log.error(
+        "survey rating %s from %s not saved: no survey sink configured",
+        result.rating,
+        result.number,
+    )
+
+
+@dataclass(slots=True)
+class ScriptContext:
+    settings: AgiSettings
+    # Every [[lookup]] block in order (caller_check); None = no lookup configured.
+    lookup: Lookup | None = None
+    # The same sources by name, for `[agi.crm_lookup] source = "..."`.
+    sources: Mapping[str, Lookup] = field(default_factory=dict)
+    survey_sink: SurveySink = _no_sink
+
+    async def lookup_within_budget(self, request: LookupRequest, source: str = "") -> LookupResult:
+        """Never raises and never takes longer than the budget: trouble is status ERROR."""
+        target = self.sources.get(source) if source else self.lookup
+        if target is None:
+            what = f"lookup source {source!r}" if source else "lookup source"
+            return LookupResult(status=LookupStatus.ERROR, error=f"no {what} configured")
+        budget = self.settings.lookup_budget_seconds
+        try:
+            async with asyncio.timeout(budget):
+                return await target.lookup(request)
+        except TimeoutError:
+            return LookupResult(status=LookupStatus.ERROR, error=f"no answer within {budget:g} s")
+        except Exception as exc:  # a source must not raise, but a bug there must not strand a call
+            log.exception("lookup source raised instead of returning ERROR")
+            return LookupResult(status=LookupStatus.ERROR, error=f"{type(exc).__name__}")
