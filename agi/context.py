@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
+import aiohttp
 from pydantic import BaseModel, ConfigDict
 
 from agi.settings import AgiSettings
-from crm.lookup.base import LookupRequest, LookupResult, LookupStatus
+from crm.lookup import LookupChain, build_lookup_chain
+from crm.lookup.base import LookupConfig, LookupRequest, LookupResult, LookupStatus
 
 log = logging.getLogger("pbxcrm.agi")
 
@@ -83,3 +85,28 @@ class ScriptContext:
         except Exception as exc:  # a source must not raise, but a bug there must not strand a call
             log.exception("lookup source raised instead of returning ERROR")
             return LookupResult(status=LookupStatus.ERROR, error=f"{type(exc).__name__}")
+
+
+def build_script_context(
+    settings: AgiSettings,
+    lookup_configs: Iterable[dict[str, Any] | LookupConfig],
+    http: aiohttp.ClientSession,
+    survey_sink: SurveySink = _no_sink,
+) -> ScriptContext:
+    """The context from the `[agi]` section and the `[[lookup]]` blocks (raises ValueError).
+
+    caller_check asks the whole chain; crm_lookup may name one source, which then gets a
+    chain of its own so it keeps the cache, the per-source timeout and the number formats.
+    """
+    chain = build_lookup_chain(list(lookup_configs), http)
+    sources = {source.name: LookupChain([source]) for source in chain.sources}
+    wanted = settings.crm_lookup.source
+    if wanted and wanted not in sources:
+        known = ", ".join(sorted(sources)) or "none"
+        raise ValueError(f"[agi.crm_lookup] source {wanted!r} is not a [[lookup]] name ({known})")
+    return ScriptContext(
+        settings=settings,
+        lookup=chain if chain.sources else None,
+        sources=sources,
+        survey_sink=survey_sink,
+    )
