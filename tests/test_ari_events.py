@@ -28,7 +28,7 @@ from ari_app.channel_events import (
 )
 from ari_app.tracker import CallTracker
 from crm.model import CallEvent
-from tests.ari_recordings import recorded_ari_messages, recorded_rest
+from tests.fakes.ari_server import recorded_ari_messages, recorded_rest
 from tests.recordings import recorded_frames
 
 RULES = CallRules()
