@@ -26,6 +26,7 @@ from ari_app.channel_events import (
     VariableSet,
     VoicemailLeft,
 )
+from ari_app.frames import FrameFilter
 
 # Every event the tracker (or the originate service) reads; everything else is skipped by the
 # frame reader before its headers are parsed.
@@ -58,12 +59,22 @@ TRACKED_EVENTS: frozenset[str] = frozenset(
 # VarSet is most of the traffic; only these variables matter (names without the `_`/`__`
 # inheritance marks). CRM_* and SURVEY_* are the IVR's results.
 TRACKED_VARIABLES: frozenset[str] = frozenset(
-    {"MIXMONITOR_FILENAME", "MONITOR_FILE", "VMSTATUS", "ANSWEREDTIME_MS", "DIALSTATUS"}
+    {"MIXMONITOR_FILENAME", "MONITOR_FILE", "VMSTATUS", "ANSWEREDTIME_MS"}
 )
 TRACKED_VARIABLE_PREFIXES: tuple[str, ...] = ("CRM_", "SURVEY_")
 
 # Only these applications change what the CRM is told.
 TRACKED_APPLICATIONS: frozenset[str] = frozenset({"VoiceMail", "Queue"})
+
+
+def tracked_frame_filter() -> FrameFilter:
+    """What the frame reader parses: the tracked events, VarSet and Newexten only when useful."""
+    return FrameFilter.for_calls(
+        TRACKED_EVENTS - {"VarSet", "Newexten"},
+        variables=TRACKED_VARIABLES,
+        variable_prefixes=TRACKED_VARIABLE_PREFIXES,
+        applications=TRACKED_APPLICATIONS,
+    )
 
 
 def variable_is_tracked(name: str) -> bool:

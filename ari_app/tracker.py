@@ -412,7 +412,7 @@ class CallTracker:
             state.originate_id = value
             if state.direction is Direction.INTERNAL:
                 state.direction = Direction.OUTBOUND
-        elif name != "DIALSTATUS":
+        else:
             state.variables[name] = value
         return []
 

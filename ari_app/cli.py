@@ -1,0 +1,150 @@
+"""The `pbxcrm` command: run, demo, replay, check-config, outbox."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from pathlib import Path
+
+from ari_app.logs import setup_logging
+from ari_app.settings import ConfigError, Settings, load_settings
+
+DEFAULT_CONFIG = "config/pbxcrm.toml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pbxcrm", description="Connects an Asterisk PBX to CRMs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="follow the PBX and deliver calls to the CRMs")
+    run.add_argument("--config", default=DEFAULT_CONFIG)
+
+    demo = sub.add_parser("demo", help="replay recorded Asterisk calls into a local CRM sink")
+    demo.add_argument("--serve", action="store_true", help="keep running (HTTP port on 8080)")
+    demo.add_argument("--pace", type=float, default=None, help="replay speed factor (0 = max)")
+
+    replay = sub.add_parser("replay", help="run an AMI capture through your config, offline")
+    replay.add_argument("file", type=Path)
+    replay.add_argument("--config", default=DEFAULT_CONFIG)
+    replay.add_argument("--send", action="store_true", help="really deliver to the CRMs")
+    replay.add_argument("--pace", type=float, default=0.0)
+
+    check = sub.add_parser("check-config", help="validate a config file and name any mistake")
+    check.add_argument("--config", default=DEFAULT_CONFIG)
+
+    outbox = sub.add_parser("outbox", help="inspect and manage CRM deliveries")
+    outbox.add_argument("action", choices=["list", "retry", "purge"])
+    outbox.add_argument("--config", default=DEFAULT_CONFIG)
+    outbox.add_argument("--state", default=None, help="pending | done | dead")
+    outbox.add_argument("--adapter", default=None)
+    outbox.add_argument("--limit", type=int, default=50)
+    outbox.add_argument("--id", type=int, action="append", dest="ids", help="row id (repeat)")
+    outbox.add_argument("--older-than-days", type=float, default=7.0)
+    return parser
+
+
+def _load(path: str) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        print(f"config error:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+async def _run(settings: Settings) -> int:
+    from ari_app.service import Service
+
+    service = Service(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    try:
+        await stop.wait()
+    finally:
+        await service.stop()
+    return 0
+
+
+async def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from ari_app.demo import run_recording
+
+    if not args.file.is_file():
+        print(f"replay: no such file {args.file}", file=sys.stderr)
+        return 2
+    if not args.send:
+        # Offline: nothing leaves the machine; the store goes to a throw-away file.
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="pbxcrm-replay-")
+        settings.store.path = str(Path(folder) / "replay.sqlite3")
+    settings.http.enabled = False
+    settings.agi.enabled = False
+    completed = await run_recording(
+        args.file.read_bytes(), settings, out=sys.stdout, send=args.send, pace=args.pace
+    )
+    if not args.send:
+        print("\nWould be queued for the CRMs (use --send to deliver):")
+        for event in completed:
+            print(json.dumps(event.call.model_dump(mode="json"), ensure_ascii=False))
+    return 0
+
+
+async def _outbox(args: argparse.Namespace, settings: Settings) -> int:
+    from crm import outbox_admin
+    from crm.store import Store
+
+    store = await Store.open(settings.store)
+    try:
+        if args.action == "list":
+            rows = await outbox_admin.list_deliveries(
+                store, state=args.state, adapter=args.adapter, limit=args.limit
+            )
+            for row in rows:
+                print(json.dumps(row, ensure_ascii=False, default=str))
+            print(f"{len(rows)} row(s)", file=sys.stderr)
+        elif args.action == "retry":
+            count = await outbox_admin.retry(store, args.ids)
+            print(f"{count} delivery(ies) queued again")
+        else:
+            count = await outbox_admin.purge(
+                store, state=args.state or "done", older_than_seconds=args.older_than_days * 86400
+            )
+            print(f"{count} row(s) purged")
+    finally:
+        await store.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        settings = _load(args.config)
+        print(f"{args.config}: OK ({len(settings.crm)} CRM block(s), PBX source "
+              f"{settings.pbx.source} at {settings.pbx.ami.host}:{settings.pbx.ami.port})")
+        return 0
+    if args.command == "demo":
+        from ari_app.demo import DEMO_PACE, run_demo
+
+        setup_logging("WARNING")
+        pace = DEMO_PACE if args.pace is None else args.pace
+        return asyncio.run(run_demo(sys.stdout, serve=args.serve, pace=pace))
+    settings = _load(args.config)
+    setup_logging(settings.logging.level, settings.logging.format)
+    if args.command == "run":
+        return asyncio.run(_run(settings))
+    if args.command == "replay":
+        return asyncio.run(_replay(args, settings))
+    return asyncio.run(_outbox(args, settings))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
