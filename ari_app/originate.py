@@ -24,13 +24,14 @@ from typing import Any, Protocol
 
 import phonenumbers
 
+from ari_app.ami import AmiActionTimeout, AmiConnectionLost, AmiNotConnected
 from ari_app.http.settings import FraudRules, OriginateSettings
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("pbxcrm.audit")
 
 CALL_ID_VARIABLE = "CRM_CALL_ID"
-_ID_RE = re.compile(r"^c2c-[0-9a-f]{16}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class OriginateState(StrEnum):
@@ -76,6 +77,10 @@ class PbxUnavailable(Exception):
     """The PBX could not take the Originate (not connected, or refused it)."""
 
 
+class OutcomeUnknown(Exception):
+    """Sent, but no answer came (timeout, connection lost): it may have run; never re-sent."""
+
+
 @dataclass(slots=True)
 class OriginateRecord:
     id: str
@@ -110,13 +115,16 @@ class AmiOriginateBackend:
         self._client = client
 
     async def originate(self, action: dict[str, str], *, timeout: float) -> Mapping[str, str]:
-        response = await self._client.originate(action, timeout=timeout)
-        if isinstance(response, Mapping):
-            return response
-        headers = getattr(response, "headers", None)
-        if isinstance(headers, Mapping):
-            return headers
-        return {"Response": str(getattr(response, "response", "")), "Message": str(response)}
+        try:
+            response = await self._client.originate(action, timeout=timeout)
+        except AmiNotConnected as exc:
+            raise PbxUnavailable(str(exc)) from exc
+        except (AmiActionTimeout, AmiConnectionLost) as exc:
+            raise OutcomeUnknown(str(exc)) from exc
+        frame = getattr(response, "response", response)
+        if not isinstance(frame, Mapping):
+            raise PbxUnavailable(f"unexpected AMI answer {type(response).__name__}")
+        return frame
 
 
 class OriginateLog(Protocol):
@@ -255,7 +263,9 @@ class OriginateService:
         agent_pattern: str,
         log_store: OriginateLog | None = None,
         action_timeout: float = 10.0,
+        new_id: Callable[[], str] = lambda: f"c2c-{secrets.token_hex(8)}",
     ) -> None:
+        self._new_id = new_id
         self.settings = settings
         self.backend = backend
         self._agent_re = re.compile(settings.fraud.agent_pattern or agent_pattern)
@@ -302,7 +312,7 @@ class OriginateService:
             if not self._rate.allow(client, per_minute):
                 raise OriginateRejected("client", "too many click-to-call requests", status=429)
             record = OriginateRecord(
-                id=f"c2c-{secrets.token_hex(8)}",
+                id=self._new_id(),
                 agent_extension=extension,
                 number=checked.e164,
                 dial_number=checked.dial,
@@ -346,7 +356,7 @@ class OriginateService:
             response = await self.backend.originate(
                 self._action(record), timeout=self._action_timeout
             )
-        except TimeoutError:
+        except (TimeoutError, OutcomeUnknown):
             # The action may have reached Asterisk: never resend; the outcome frames (if any)
             # still advance the record, the watchdog closes it otherwise.
             await self._update(record, OriginateState.PENDING, "no answer from the PBX yet")
