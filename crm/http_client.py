@@ -115,8 +115,17 @@ def parse_json(reply: HttpReply, *, lenient: bool = False) -> Any:
             status=reply.status,
             response="",
         )
-    stripped = body.lstrip()
-    if "html" in reply.content_type.lower() or stripped[:1] == "<":
+    try:
+        return json.loads(body)
+    except ValueError:
+        pass
+    if lenient:
+        try:
+            return json.loads(_TRAILING_COMMA.sub(r"\1", body))
+        except ValueError:
+            pass
+    # Only now look at the content type: PHP CRMs send good JSON labelled text/html.
+    if "html" in reply.content_type.lower() or body.lstrip()[:1] == "<":
         title = _html_title(body)
         raise DeliveryError(
             f"{where} with an HTML page{f' ({title})' if title else ''} where JSON was expected",
@@ -124,14 +133,6 @@ def parse_json(reply: HttpReply, *, lenient: bool = False) -> Any:
             status=reply.status,
             response=trim(body),
         )
-    try:
-        return json.loads(body)
-    except ValueError:
-        if lenient:
-            try:
-                return json.loads(_TRAILING_COMMA.sub(r"\1", body))
-            except ValueError:
-                pass
     raise DeliveryError(
         f"{where} with a body that is not JSON: {trim(body, 80)!r}",
         retryable=True,
