@@ -153,7 +153,8 @@ def _parse_recording(recording: bytes, sent: bytes | None, strip_timestamps: boo
                 raw = re.sub(rb"(?m)^Timestamp: [^\r\n]*\r\n?", b"", raw)
             block = _Block(raw, _headers(raw))
             action_id = block.action_id
-            if "Response" in block.headers:
+            # OriginateResponse events carry a Response header too: the first line decides.
+            if raw.startswith(b"Response:"):
                 action = names.get(action_id or "") or _GUESS_BY_MESSAGE.get(
                     block.headers.get("Message", ""), ""
                 )
@@ -183,8 +184,10 @@ class _Connection:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         cut_after: int | None,
+        last: bool,
     ) -> None:
         self.pbx = pbx
+        self.last = last  # the last recorded connection: its end is the end of the replay
         self.part = part
         self.reader = reader
         self.writer = writer
@@ -349,7 +352,7 @@ class _Connection:
                 )
                 if item.action == "logoff":
                     await self.close()
-                    return
+                    break
                 continue
             self.position += 1
             ts = item.ts
@@ -365,6 +368,8 @@ class _Connection:
                 return
             if pace == 0 and self.position % 256 == 0:
                 await self.writer.drain()  # let a slow reader push back
+        if self.last:
+            self.pbx._finished.set()
         if part.closed_by_server and not self.pbx.hold_open:
             log.info("fake PBX: end of recorded connection, closing as the server did")
             await self.close()
@@ -442,7 +447,8 @@ class FakePbx:
         await self.stop()
 
     async def wait_finished(self, timeout: float) -> None:
-        """Until every recorded connection has been streamed and closed."""
+        """Until the last recorded connection has been streamed (its recorded replies
+        included: with await_actions=True that means until the client logged off)."""
         await asyncio.wait_for(self._finished.wait(), timeout)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -455,15 +461,13 @@ class FakePbx:
         parts = _parse_recording(self._recording, self._sent, self._strip_timestamps)
         part = parts[index] if index < len(parts) else None
         cut = self.cut_after_bytes if index == 0 else None
-        connection = _Connection(self, part, reader, writer, cut)
+        connection = _Connection(self, part, reader, writer, cut, index == len(parts) - 1)
         try:
             await connection.run()
         except Exception:
             log.exception("fake PBX: connection %d failed", index + 1)
         finally:
             self._sessions.discard(task)
-            if index + 1 >= len(self._parts):
-                self._finished.set()
 
 
 _UNIQUEID_LINE = re.compile(

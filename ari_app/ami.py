@@ -1,0 +1,476 @@
+"""The AMI connection: login, reconnect, ping watchdog, actions sent at most once.
+
+Written on asyncio's Protocol rather than on panoramisk's Manager: panoramisk 1.4 re-sends
+actions queued while disconnected after a reconnect (an Originate could ring a phone twice),
+retries at a fixed interval, never checks its Ping replies, and its parser is the ingest
+ceiling. What remains of it once those are replaced (login and ActionID matching) is the
+small part below. docs/ami.md has the longer reasoning.
+
+Events go to `on_frame` synchronously, straight from `data_received`, in wire order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from ari_app.frames import Frame, FrameFilter, FrameReader
+from ari_app.pbx_settings import AmiSettings
+
+log = logging.getLogger(__name__)
+audit_log = logging.getLogger("pbxcrm.audit")
+
+# One counter for the whole process: ActionIDs never repeat, whatever client sent them.
+_action_ids = itertools.count(1)
+_ACTION_ID_PREFIX = f"pbxcrm-{os.getpid()}-"
+
+
+class AmiError(Exception):
+    """Base of the AMI client's errors."""
+
+
+class AmiLoginError(AmiError):
+    """Asterisk refused the username/secret (the message names the user, never the secret)."""
+
+
+class AmiNotConnected(AmiError):
+    """Not logged in right now: the action was NOT sent and never will be."""
+
+
+class AmiActionTimeout(AmiError):
+    """Sent, but no complete answer in time. It may have run; it is never re-sent."""
+
+
+class AmiConnectionLost(AmiError):
+    """Sent, but the connection dropped before the answer. It may have run; never re-sent."""
+
+
+@dataclass(slots=True, frozen=True)
+class AmiResponse:
+    """The `Response:` frame of an action and, for list actions (CoreShowChannels, Status
+    ...), the list events that followed; `complete` is the closing `...Complete` event."""
+
+    response: Frame
+    events: list[Frame] = field(default_factory=list)
+    complete: Frame | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.response.get("Response", "").lower() in ("success", "follows", "goodbye")
+
+    @property
+    def message(self) -> str:
+        return self.response.get("Message", "")
+
+    @property
+    def action_id(self) -> str:
+        return self.response.get("ActionID", "")
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    name: str
+    future: asyncio.Future[AmiResponse]
+    response: Frame | None = None
+    events: list[Frame] = field(default_factory=list)
+    is_list: bool = False
+
+
+def _is_list_start(response: Frame) -> bool:
+    if response.get("Response", "").lower() not in ("success", "follows"):
+        return False
+    return (
+        response.get("EventList", "").lower() == "start"
+        or "will follow" in response.get("Message", "").lower()
+    )
+
+
+class _AmiProtocol(asyncio.Protocol):
+    def __init__(self, client: AmiClient) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.client._on_frames(self, self.client.reader.feed(data))
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._on_connection_lost(self, exc)
+
+
+class AmiClient:
+    """One AMI session to one Asterisk, kept alive forever (see module docstring)."""
+
+    def __init__(
+        self,
+        settings: AmiSettings,
+        *,
+        on_frame: Callable[[Frame], None],
+        on_connected: Callable[[], Awaitable[None]] | None = None,
+        on_disconnected: Callable[[str], None] | None = None,
+        frame_filter: FrameFilter | None = None,
+    ) -> None:
+        self.settings = settings
+        self._on_frame = on_frame
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        # Shutdown is how we learn a restart is coming, whatever the caller wants.
+        self.reader = FrameReader(frame_filter.including("Shutdown") if frame_filter else None)
+        self.connected = False
+        self.banner: str | None = None
+        self.last_error: AmiError | OSError | None = None
+        self._protocol: _AmiProtocol | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._lost: asyncio.Future[str] | None = None
+        self._drop_reason: str | None = None
+        self._originated: set[str] = set()
+        self._changed = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.connects = 0  # successful logins so far
+
+    @property
+    def _where(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._stop.clear()
+            self._task = asyncio.create_task(self._run(), name=f"ami {self._where}")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self.connected:
+            self.connected = False  # our own goodbye is not a disconnect to report
+            with contextlib.suppress(AmiError):
+                await self._request({"Action": "Logoff"}, timeout=1.0)
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def wait_connected(self, timeout: float) -> None:
+        """Until logged in. Raises AmiLoginError at once if Asterisk refused the login,
+        AmiNotConnected if not connected within `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.connected:
+            if isinstance(self.last_error, AmiLoginError):
+                raise self.last_error
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AmiNotConnected(
+                    f"not connected to AMI at {self._where} within {timeout}s"
+                    + (f" (last error: {self.last_error})" if self.last_error else "")
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                await self._session()
+            except AmiLoginError as exc:
+                self.last_error = exc
+                log.error("%s", exc)
+            except (OSError, TimeoutError, AmiError) as exc:
+                self.last_error = exc
+                log.warning("AMI %s: cannot connect or log in: %s", self._where, exc or type(exc))
+            else:
+                attempt = 0  # a session that logged in resets the backoff
+            self._changed.set()
+            if self._stop.is_set():
+                break
+            delay = self._backoff(attempt)
+            attempt += 1
+            log.info("AMI %s: reconnecting in %.1fs", self._where, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+
+    def _backoff(self, attempt: int) -> float:
+        cap = self.settings.reconnect_max_seconds
+        ceiling = min(cap, self.settings.reconnect_initial_seconds * 2 ** min(attempt, 30))
+        # Jitter: many connectors restarting with one Asterisk must not reconnect in lockstep.
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def _session(self) -> None:
+        """Connect, log in, then run until the connection is lost. Returns normally only
+        after a successful login."""
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        self.reader.reset()
+        self._drop_reason = None
+        self._lost = loop.create_future()
+        _, protocol = await asyncio.wait_for(
+            loop.create_connection(lambda: _AmiProtocol(self), settings.host, settings.port),
+            settings.connect_timeout_seconds,
+        )
+        self._protocol = protocol
+        pinger: asyncio.Task[None] | None = None
+        greeter: asyncio.Task[None] | None = None
+        try:
+            response = await self._request(
+                {
+                    "Action": "Login",
+                    "Username": settings.username,
+                    "Secret": settings.password.get_secret_value(),
+                    "Events": "on",
+                },
+                timeout=settings.action_timeout_seconds,
+            )
+            if not response.ok:
+                raise AmiLoginError(
+                    f"AMI {self._where}: login as user {settings.username!r} refused: "
+                    f"{response.message or response.response.get('Response', '?')}"
+                    " (check username/secret in manager.conf and [pbx.ami])"
+                )
+            self.banner = self.reader.banner
+            self.connected = True
+            self.connects += 1
+            self.last_error = None
+            self._changed.set()
+            log.info(
+                "AMI connected to %s as %s (%s)",
+                self._where,
+                settings.username,
+                self.banner or "no banner",
+            )
+            pinger = asyncio.create_task(self._ping_loop(protocol))
+            if self._on_connected is not None:
+                greeter = asyncio.create_task(self._greet(self._on_connected))
+            await asyncio.shield(self._lost)
+        finally:
+            for task in (pinger, greeter):
+                if task is not None:
+                    task.cancel()
+            if protocol.transport is not None and not self._lost.done():
+                protocol.transport.abort()
+            self.connected = False
+            self._changed.set()
+
+    async def _greet(self, on_connected: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await on_connected()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("AMI %s: on_connected failed", self._where)
+
+    async def _ping_loop(self, protocol: _AmiProtocol) -> None:
+        settings = self.settings
+        while True:
+            await asyncio.sleep(settings.ping_interval_seconds)
+            try:
+                await self._request({"Action": "Ping"}, timeout=settings.ping_timeout_seconds)
+            except AmiActionTimeout:
+                # TCP may never notice a dead peer (half-open); only a missing Pong tells.
+                self._drop_reason = (
+                    f"no reply to Ping within {settings.ping_timeout_seconds}s "
+                    "(half-open connection)"
+                )
+                log.warning("AMI %s: %s; dropping the connection", self._where, self._drop_reason)
+                if protocol.transport is not None:
+                    protocol.transport.abort()
+                return
+            except AmiError:
+                return
+
+    # -- wire side -------------------------------------------------------------------------
+
+    def _on_frames(self, protocol: _AmiProtocol, frames: list[Frame]) -> None:
+        if protocol is not self._protocol:
+            return
+        pending = self._pending
+        on_frame = self._on_frame
+        shutdown = False
+        for frame in frames:
+            if pending:
+                action_id = frame.get("ActionID")
+                if action_id is not None:
+                    waiter = pending.get(action_id)
+                    if waiter is not None:
+                        self._collect(action_id, waiter, frame)
+                        continue
+            event = frame.get("Event")
+            if event is None:
+                log.debug("AMI: response nobody waits for (late?): %s", frame.get("ActionID"))
+                continue
+            if event == "Shutdown":
+                shutdown = True
+                restart = frame.get("Restart", "")
+                self._drop_reason = f"Asterisk shut down ({frame.get('Shutdown', '?')}"
+                self._drop_reason += ", restarting)" if restart.lower() == "true" else ")"
+            try:
+                on_frame(frame)
+            except Exception:
+                log.exception("AMI: on_frame failed for a %s event; continuing", event)
+        if shutdown and protocol.transport is not None:
+            # Asterisk closes right after; closing first makes the reconnect start now.
+            protocol.transport.close()
+
+    def _collect(self, action_id: str, waiter: _Pending, frame: Frame) -> None:
+        if waiter.response is None and "Response" in frame:
+            waiter.response = frame
+            if _is_list_start(frame):
+                waiter.is_list = True
+                return
+            self._finish(action_id, waiter, None)
+            return
+        if "Event" not in frame:
+            log.debug("AMI: second response for ActionID %s ignored", action_id)
+            return
+        if waiter.is_list and (
+            frame.get("EventList", "").lower() == "complete" or frame["Event"].endswith("Complete")
+        ):
+            self._finish(action_id, waiter, frame)
+            return
+        waiter.events.append(frame)
+
+    def _finish(self, action_id: str, waiter: _Pending, complete: Frame | None) -> None:
+        self._pending.pop(action_id, None)
+        if not waiter.future.done() and waiter.response is not None:
+            waiter.future.set_result(AmiResponse(waiter.response, waiter.events, complete))
+
+    def _on_connection_lost(self, protocol: _AmiProtocol, exc: Exception | None) -> None:
+        if protocol is not self._protocol:
+            return
+        was_connected = self.connected
+        self.connected = False
+        reason = self._drop_reason or (
+            f"connection error: {exc}" if exc else "the server closed the connection"
+        )
+        pending, self._pending = self._pending, {}
+        for action_id, waiter in pending.items():
+            if not waiter.future.done():
+                waiter.future.set_exception(
+                    AmiConnectionLost(
+                        f"AMI {self._where}: connection lost before the answer to "
+                        f"{waiter.name} (ActionID {action_id}): {reason}; it is not re-sent"
+                    )
+                )
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(reason)
+        if was_connected:
+            log.warning("AMI %s disconnected: %s", self._where, reason)
+            if self._on_disconnected is not None:
+                try:
+                    self._on_disconnected(reason)
+                except Exception:
+                    log.exception("AMI %s: on_disconnected failed", self._where)
+        self._changed.set()
+
+    # -- actions ---------------------------------------------------------------------------
+
+    async def send_action(
+        self, action: Mapping[str, str], *, timeout: float | None = None
+    ) -> AmiResponse:
+        """Send once and wait for the answer (list actions: until their `...Complete` event).
+
+        Raises AmiNotConnected at once when not logged in (nothing is queued), ValueError for
+        an action that cannot be put on the wire, AmiActionTimeout / AmiConnectionLost when
+        the answer does not come (the action is never re-sent)."""
+        if not self.connected:
+            raise AmiNotConnected(
+                f"AMI {self._where} not connected: {action.get('Action', '?')} not sent"
+            )
+        return await self._request(action, timeout=timeout)
+
+    async def originate(self, action: Mapping[str, str], *, timeout: float) -> AmiResponse:
+        """`send_action` for an Originate, with an audit log line, refusing to send the same
+        ActionID twice in this process (a caller's retry must not ring a phone twice)."""
+        action = dict(action)
+        if action.setdefault("Action", "Originate").lower() != "originate":
+            raise ValueError(f"originate() sends Originate, not {action['Action']!r}")
+        action_id = _action_id_of(action) or _new_action_id()
+        action["ActionID"] = action_id
+        if action_id in self._originated:
+            raise ValueError(f"Originate ActionID {action_id} was already sent once; not again")
+        summary = " ".join(
+            f"{key}={action[key]!r}"
+            for key in ("Channel", "Context", "Exten", "Application", "CallerID", "Timeout")
+            if key in action
+        )
+        if not self.connected:
+            audit_log.info("originate %s not sent (AMI not connected): %s", action_id, summary)
+            raise AmiNotConnected(f"AMI {self._where} not connected: Originate not sent")
+        self._originated.add(action_id)
+        audit_log.info("originate %s sent: %s", action_id, summary)
+        try:
+            response = await self._request(action, timeout=timeout)
+        except AmiError as exc:
+            audit_log.warning("originate %s: outcome unknown, not retried: %s", action_id, exc)
+            raise
+        audit_log.info(
+            "originate %s answered: %s %s",
+            action_id,
+            response.response.get("Response", "?"),
+            response.message,
+        )
+        return response
+
+    async def _request(self, action: Mapping[str, str], *, timeout: float | None) -> AmiResponse:
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None or protocol.transport.is_closing():
+            raise AmiNotConnected(f"AMI {self._where} not connected: not sent")
+        name = action.get("Action")
+        if not name:
+            raise ValueError("an AMI action needs an 'Action' header")
+        action_id = _action_id_of(action) or _new_action_id()
+        if action_id in self._pending:
+            raise ValueError(f"ActionID {action_id} is already waiting for an answer")
+        lines = [f"Action: {name}", f"ActionID: {action_id}"]
+        for key, value in action.items():
+            if key.lower() in ("action", "actionid"):
+                continue
+            if not isinstance(value, str):
+                raise ValueError(f"AMI {name}: header {key!r} must be a string")
+            if "\r" in key or "\n" in key or ":" in key or "\r" in value or "\n" in value:
+                # A line break would let a value inject headers or a whole second action.
+                raise ValueError(f"AMI {name}: header {key!r} contains a line break or colon")
+            lines.append(f"{key}: {value}")
+        payload = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        future: asyncio.Future[AmiResponse] = asyncio.get_running_loop().create_future()
+        self._pending[action_id] = _Pending(name, future)
+        log.debug("AMI -> %s (ActionID %s)", name, action_id)  # never the headers: Secret
+        protocol.transport.write(payload)
+        wait = self.settings.action_timeout_seconds if timeout is None else timeout
+        try:
+            return await asyncio.wait_for(future, wait)
+        except TimeoutError:
+            raise AmiActionTimeout(
+                f"AMI {self._where}: no answer to {name} (ActionID {action_id}) within "
+                f"{wait}s; it is not re-sent"
+            ) from None
+        finally:
+            self._pending.pop(action_id, None)
+
+
+def _new_action_id() -> str:
+    return f"{_ACTION_ID_PREFIX}{next(_action_ids)}"
+
+
+def _action_id_of(action: Mapping[str, str]) -> str | None:
+    for key, value in action.items():
+        if key.lower() == "actionid":
+            return value or None
+    return None
