@@ -1,0 +1,49 @@
+"""The OpenAPI document describes exactly what the router serves."""
+
+from __future__ import annotations
+
+import re
+
+from ari_app.http.app import build_http_app
+from ari_app.http.deps import HttpDeps
+from tests.test_http_support import bearer, make_settings, running
+
+
+async def test_the_openapi_document_lists_exactly_the_routed_methods_and_paths(tmp_path):
+    deps = HttpDeps(settings=make_settings(tmp_path))
+    app = build_http_app(deps)
+    routed = {
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD"
+    }
+    async with running(deps) as server:
+        async with server.session.get(server.url("/api/openapi.json"), headers=bearer()) as resp:
+            assert resp.status == 200
+            document = await resp.json()
+    documented = {(method, path) for path, item in document["paths"].items() for method in item}
+    assert documented == routed
+    for path, item in document["paths"].items():
+        names = set(re.findall(r"\{(\w+)\}", path))
+        for method, operation in item.items():
+            in_path = {p["name"] for p in operation["parameters"] if p["in"] == "path"}
+            assert in_path == names, (method, path)
+            if path == "/healthz":
+                assert operation["security"] == []
+            else:
+                assert operation["security"] or "{token}" in path, (method, path)
+                assert "401" in operation["responses"]
+
+
+async def test_the_documented_request_models_name_their_fields(tmp_path):
+    document = build_http_app(HttpDeps(settings=make_settings(tmp_path)))
+    from ari_app.http.openapi import document_for
+
+    spec = document_for(document)
+    body = spec["paths"]["/api/v1/originate"]["post"]["requestBody"]
+    schema = body["content"]["application/json"]["schema"]
+    assert set(schema["required"]) == {"extension", "number"}
+    calls = spec["paths"]["/api/v1/calls"]["get"]["parameters"]
+    assert {p["name"] for p in calls} >= {"number", "from", "to", "limit", "cursor", "format"}
+    makecall = spec["paths"]["/webapi/{token}/makecall"]["get"]["parameters"]
+    assert {p["name"] for p in makecall} == {"token", "first", "second"}
