@@ -43,6 +43,15 @@ def _recorded(scenario: str, kind: str) -> dict[str, Any]:
     return next(m for m in recorded_ari_messages(scenario) if m["type"] == kind)
 
 
+def _recorded_variables() -> dict[tuple[str, str], str]:
+    exchange = recorded_rest("get_channel_variable")
+    channel_id = exchange["request"]["path"].split("/")[3]
+    return {(channel_id, exchange["request"]["query"]["variable"]): exchange["response"]["value"]}
+
+
+_RECORDED_VARS = _recorded_variables()
+
+
 @dataclass(slots=True)
 class Request:
     method: str
@@ -60,7 +69,8 @@ class FakeAri:
     channels: list[dict[str, Any]] = field(default_factory=list)
     bridges: list[dict[str, Any]] = field(default_factory=list)
     # (channel id, variable) -> value for GET /variable; POST /variable writes here too.
-    variables: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Starts with the recorded ari/rest/get_channel_variable.json answer.
+    variables: dict[tuple[str, str], str] = field(default_factory=lambda: dict(_RECORDED_VARS))
     gone_channels: set[str] = field(default_factory=set)  # REST on these -> 404
     refuse_websockets: int = 0  # answer this many upgrade attempts with 503
     send_playback_events: bool = True
@@ -223,7 +233,7 @@ class FakeAri:
         if action == "variable" and r.method == "GET":
             value = self.variables.get((channel_id, r.query.get("variable", "")))
             if value is None:
-                return web.json_response({"message": "Provided variable was not found"}, 404)
+                return web.json_response({"message": "Provided variable was not found"}, status=404)
             return web.json_response({"value": value})
         if action == "variable" and r.method == "POST":
             self.variables[(channel_id, r.query.get("variable", ""))] = r.query.get("value", "")
