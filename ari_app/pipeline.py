@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from ari_app.ami_events import PbxClock, frame_to_event
 from ari_app.call_rules import CallRules
@@ -17,7 +18,7 @@ from ari_app.channel_events import ChannelEvent, PbxDisconnected
 from ari_app.tracker import CallTracker
 from crm import metrics
 from crm.adapters.base import Adapter
-from crm.model import CallEvent
+from crm.model import CallEvent, EventKind
 from crm.store import Store
 
 log = logging.getLogger("pbxcrm.calls")
@@ -92,6 +93,44 @@ class Pipeline:
         call_events = self.tracker.sweep(self.clock.stamp({}))
         if call_events:
             self._persist(call_events)
+
+    async def add_call_event(
+        self,
+        channel_or_call_id: str,
+        kind: EventKind,
+        *,
+        data: dict[str, object],
+        extension: str | None = None,
+        at: datetime | None = None,
+    ) -> CallEvent | None:
+        """Attach a step from outside the PBX's event stream (survey, note) to its call.
+
+        An open call numbers it in the tracker; a finished one continues from the store.
+        Returns None when no such call is known at all.
+        """
+        ts = at.timestamp() if at is not None else self.clock.stamp({})
+        call_id = self.tracker.call_id_of(channel_or_call_id)
+        if call_id is not None:
+            event = self.tracker.add_event(call_id, kind, ts, extension=extension, data=data)
+            if event is not None:
+                self._persist([event])
+                return event
+        call = await self.store.get_call(self.pbx_id, channel_or_call_id)
+        if call is None:
+            return None
+        events = await self.store.events_for(self.pbx_id, call.call_id)
+        seq = max((e.seq for e in events), default=0) + 1
+        event = CallEvent(
+            call_id=call.call_id,
+            seq=seq,
+            kind=kind,
+            at=datetime.fromtimestamp(ts, UTC),
+            call=call,
+            extension=extension,
+            data=data,
+        )
+        self._persist([event])
+        return event
 
     # -- output ---------------------------------------------------------------------------
 

@@ -197,6 +197,30 @@ class CallTracker:
         self._calls[state.call_id] = state
         self._by_linkedid[state.call_id] = state
 
+    def call_id_of(self, uniqueid: str) -> str | None:
+        """The open call a channel (or a call id) belongs to, if any."""
+        chan = self._channels.get(uniqueid)
+        if chan is not None:
+            return chan.call.call_id
+        state = self._by_linkedid.get(uniqueid)
+        return None if state is None else state.call_id
+
+    def add_event(
+        self,
+        call_id: str,
+        kind: EventKind,
+        ts: float,
+        *,
+        extension: str | None = None,
+        data: dict[str, object] | None = None,
+    ) -> CallEvent | None:
+        """A step that did not come from the PBX's events (survey rating, agent's note) on an
+        open call; None when the call is not open here."""
+        state = self._calls.get(call_id)
+        if state is None:
+            return None
+        return self._emit(state, kind, ts, extension=extension, data=data)
+
     def handle(self, event: ChannelEvent) -> list[CallEvent]:
         handler = self._handlers.get(type(event))
         if handler is None:
