@@ -50,7 +50,7 @@ class FastAgiChannel(CommandChannel):
         line = format_command(verb, *args)
         log.debug("AGI %s >> %s", self.env.uniqueid, line)
         try:
-            self._writer.write(line.encode("utf-8") + b"\n")
+            self._writer.write(line.encode("utf-8", errors="replace") + b"\n")
             await self._writer.drain()
         except (ConnectionError, OSError) as exc:
             raise AgiHangup(f"connection lost while sending: {exc}") from None
