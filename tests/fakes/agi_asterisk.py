@@ -74,12 +74,19 @@ async def converse(
     writer: asyncio.StreamWriter,
     env: bytes,
     replies: list[bytes],
+    close_when_out_of_replies: bool = False,
 ) -> Conversation:
-    """Send `env`, answer each command with the next reply until the AGI side closes."""
+    """Send `env`, answer each command with the next reply until the AGI side closes.
+
+    Out of replies, it either fails the test or (`close_when_out_of_replies`) closes its
+    side as Asterisk does when the channel is gone, and reads on until the AGI side ends.
+    """
     talk = Conversation()
     writer.write(env)
     await writer.drain()
     queue = list(replies)
+    if not queue and close_when_out_of_replies:
+        writer.close()
     while True:
         line = await asyncio.wait_for(reader.readline(), TIMEOUT)
         if not line:
@@ -87,6 +94,9 @@ async def converse(
             return talk
         assert line.endswith(b"\n"), f"command without line end: {line!r}"
         talk.commands.append(line.decode().rstrip("\n"))
+        if not queue and close_when_out_of_replies:
+            writer.close()
+            continue
         if not queue:
             raise AssertionError(f"no reply left for {talk.commands[-1]!r}; sent {talk.commands}")
         try:
