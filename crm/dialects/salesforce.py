@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from prometheus_client import Counter
 from pydantic import Field, field_validator, model_validator
 
 from crm.adapters.base import DeliveryOutcome, register_dialect
@@ -26,12 +25,6 @@ from crm.dialects.http_dialect import HttpAdapter, HttpDialectConfig, refuse
 from crm.http_client import AuthConfig, trim
 from crm.model import Call, CallEvent, Direction, EventKind, Party
 from crm.numbers import NumberStyle, format_number
-
-UNMATCHED = Counter(
-    "pbxcrm_salesforce_unmatched_total",
-    "Salesforce wrap-ups answered with status 'unmatched' (no record for the call)",
-    ["crm"],
-)
 
 
 class SalesforceConfig(HttpDialectConfig):
@@ -195,9 +188,8 @@ class SalesforceAdapter(HttpAdapter):
         status = str(answer.get("status") or "")
         matched: bool | None = None
         if event.kind == EventKind.COMPLETED:
+            # The outbox counts matched=False as `unmatched` in pbxcrm_deliveries_total.
             matched = status.lower() != "unmatched"
-            if not matched:
-                UNMATCHED.labels(crm=self.name).inc()
         return DeliveryOutcome(
             status=reply.status, matched=matched, response=trim(reply.text), crm_data=answer
         )

@@ -115,8 +115,8 @@ def voicemail() -> list[CallEvent]:
         call,
         [
             (EventKind.RINGING, 1795417990.931245, {"extension": "7181"}),
-            (EventKind.HANGUP, 1795418019.944656, {}),
             (EventKind.VOICEMAIL, 1795418019.947666, {}),
+            (EventKind.HANGUP, 1795418019.949844, {}),
             (EventKind.COMPLETED, 1795418019.950126, {}),
         ],
     )
