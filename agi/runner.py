@@ -11,6 +11,7 @@ from agi.channel import AgiChannel
 from agi.context import ScriptContext
 from agi.protocol import AgiCommandError, AgiError, AgiHangup, AgiProtocolError
 from agi.scripts import SCRIPTS
+from crm.metrics import agi_sessions_total
 
 log = logging.getLogger("pbxcrm.agi")
 
@@ -27,6 +28,7 @@ async def run_script(name: str, channel: AgiChannel, context: ScriptContext) -> 
             name[:60],
             ", ".join(sorted(SCRIPTS)),
         )
+        agi_sessions_total.labels(script="unknown", outcome="unknown_script").inc()
         return "unknown_script"
     started = time.monotonic()
     try:
@@ -51,6 +53,7 @@ async def run_script(name: str, channel: AgiChannel, context: ScriptContext) -> 
         log.exception("AGI %s %s: script failed", name, env.uniqueid)
         outcome = "error"
         await _set_failure_variables(script.on_failure, channel, name)
+    agi_sessions_total.labels(script=name, outcome=outcome).inc()
     log.debug("AGI %s %s: %s in %.1f ms", name, env.uniqueid, outcome, _ms_since(started))
     return outcome
 

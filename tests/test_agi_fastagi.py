@@ -435,3 +435,14 @@ async def test_a_script_bug_still_gives_the_dialplan_its_error_status(harness, c
         "SET VARIABLE CRM_FOUND 0",
         "SET VARIABLE CRM_LOOKUP_STATUS ERROR",
     ]
+
+
+async def test_each_session_is_counted_by_script_and_outcome(harness):
+    from crm.metrics import agi_sessions_total
+
+    counter = agi_sessions_total.labels(script="caller_check", outcome="found")
+    before = counter._value.get()
+    rec = load_recording("caller_check")
+    server = await harness.start([LOCAL_CONTACTS])
+    await fastagi_session(server.port, rec.env, [*rec.replies, OK, OK, OK])
+    assert counter._value.get() == before + 1
