@@ -84,6 +84,10 @@ class Pipeline:
         if call_events:
             self._persist(call_events)
 
+    def begin_snapshot(self) -> None:
+        """Call right before asking the PBX for its channel list (see CallTracker)."""
+        self.tracker.begin_snapshot()
+
     def on_disconnected(self, reason: str) -> None:
         log.warning("PBX connection lost (%s); open calls: %d", reason, self.tracker.active_calls)
         self.on_channel_event(PbxDisconnected(self.clock.stamp({})))

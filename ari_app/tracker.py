@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os.path
 import re
+from collections import OrderedDict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +57,7 @@ from crm.model import (
     Transfer,
 )
 
+_GONE_REMEMBERED = 4096
 _FAILED_DIAL_STATUSES = frozenset({"CHANUNAVAIL", "CONGESTION", "INVALIDARGS", "DONTCALL"})
 
 
@@ -94,6 +96,7 @@ class _CallState:
     channels: dict[str, _Channel] = field(default_factory=dict)
     seq: int = 0
     last_ts: float = 0.0
+    touched: int = 0
     dial_started: dict[str, float] = field(default_factory=dict)  # dest uniqueid -> ts
     first_ring_ts: float | None = None
     last_dial_end_ts: float | None = None
@@ -141,6 +144,11 @@ class CallTracker:
         self._calls: dict[str, _CallState] = {}  # open calls by call id
         self._by_linkedid: dict[str, _CallState] = {}
         self._snapshot_seen: set[str] = set()
+        self._snapshot_mark: int | None = None
+        self._tick = 0  # counts handled events; a call remembers the tick it last changed at
+        # Channels that hung up lately: a channel list built before their Hangup but
+        # delivered after it must not bring them back.
+        self._gone: OrderedDict[str, None] = OrderedDict()
 
     # -- public ---------------------------------------------------------------------------
 
@@ -221,7 +229,14 @@ class CallTracker:
             return None
         return self._emit(state, kind, ts, extension=extension, data=data)
 
+    def begin_snapshot(self) -> None:
+        """A channel list was just asked for: calls that change from now on are alive even
+        if the list (built a moment later, delivered later still) does not show them."""
+        self._snapshot_mark = self._tick
+        self._snapshot_seen = set()
+
     def handle(self, event: ChannelEvent) -> list[CallEvent]:
+        self._tick += 1
         handler = self._handlers.get(type(event))
         if handler is None:
             return []
@@ -297,6 +312,7 @@ class CallTracker:
         state.channels[uniqueid] = chan
         self._channels[uniqueid] = chan
         state.last_ts = max(state.last_ts, ts)
+        state.touched = self._tick
         return chan
 
     def _chan(self, uniqueid: str | None, ts: float) -> _Channel | None:
@@ -305,6 +321,7 @@ class CallTracker:
         chan = self._channels.get(uniqueid)
         if chan is not None:
             state = chan.call
+            state.touched = self._tick
             if state.last_ts < ts:
                 state.last_ts = ts
         return chan
@@ -402,7 +419,11 @@ class CallTracker:
         chan = self._channels.pop(ev.uniqueid, None)
         if chan is None:
             return []
+        self._gone[ev.uniqueid] = None
+        if len(self._gone) > _GONE_REMEMBERED:
+            self._gone.popitem(last=False)
         chan.alive = False
+        chan.call.touched = self._tick
         state = chan.call
         state.last_ts = max(state.last_ts, ev.ts)
         out: list[CallEvent] = []
@@ -544,7 +565,7 @@ class CallTracker:
 
     def _on_snapshot(self, ev: ChannelSnapshot) -> list[CallEvent]:
         self._snapshot_seen.add(ev.uniqueid)
-        if ev.uniqueid in self._channels:
+        if ev.uniqueid in self._channels or ev.uniqueid in self._gone:
             return []
         created = ev.ts - ev.age_seconds
         chan = self._add_channel(created, ev.uniqueid, ev.linkedid, ev.channel, ev.context,
@@ -574,8 +595,12 @@ class CallTracker:
 
     def _on_snapshot_complete(self, ev: SnapshotComplete) -> list[CallEvent]:
         seen, self._snapshot_seen = self._snapshot_seen, set()
+        mark = self._tick if self._snapshot_mark is None else self._snapshot_mark
+        self._snapshot_mark = None
         out: list[CallEvent] = []
         for state in list(self._calls.values()):
+            if state.touched > mark:
+                continue  # it changed after the list was asked for: alive then
             if not any(uniqueid in seen for uniqueid in state.channels):
                 out.extend(self._close_reconciled(state, state.last_ts))
             else:

@@ -12,7 +12,7 @@ import pytest
 
 from ari_app.ami_events import PbxClock, frame_to_event
 from ari_app.call_rules import CallRules
-from ari_app.channel_events import PbxDisconnected, SnapshotComplete
+from ari_app.channel_events import ChannelSnapshot, PbxDisconnected, SnapshotComplete
 from ari_app.tracker import CallTracker
 from crm.model import CallEvent, Direction, Disposition, EventKind, Party
 from tests.recordings import recorded_frames
@@ -319,3 +319,35 @@ def test_a_restored_call_found_in_the_channel_list_keeps_its_numbering() -> None
     assert [(e.seq, e.kind.value) for e in after] == [(2, "hangup"), (3, "completed")]
     assert after[-1].call.talk_seconds == pytest.approx(12.0, abs=0.01)
     assert after[-1].call.terminating_party is Party.CALLER
+
+
+def test_a_call_that_starts_while_the_channel_list_is_on_its_way_is_not_closed() -> None:
+    tracker = CallTracker(RULES, pbx_id="lab")
+    clock = PbxClock(now=lambda: 0.0)
+    frames = list(recorded_frames("inbound_answered_caller_hangs_up"))
+    tracker.begin_snapshot()  # CoreShowChannels sent; Asterisk found no channel yet
+    out: list[CallEvent] = []
+    for frame in frames:
+        event = frame_to_event(frame, clock.stamp(frame))
+        if event is not None:
+            out.extend(tracker.handle(event))
+        if frame.get("Event") == "DialBegin":
+            # The (empty) list is handed over only now, after the call's first events.
+            out.extend(tracker.handle(SnapshotComplete(ts=0.0)))
+    assert kinds(out) == ["ringing", "answered", "hangup", "completed"]
+    assert final(out).reconciled is False
+
+
+def test_a_channel_list_delivered_after_a_hangup_does_not_revive_the_channel() -> None:
+    tracker, events = run("inbound_answered_caller_hangs_up")
+    assert kinds(events)[-1] == "completed"
+    tracker.begin_snapshot()
+    stale = ChannelSnapshot(
+        ts=1795417973.0, uniqueid="1795417965.0", linkedid="1795417965.0",
+        channel="PJSIP/trunk-00000000", state="Up", caller_num="+79031234567",
+        connected_num="7181", context="from-trunk", exten="4951112233",
+        application="Dial", bridge_id="", age_seconds=7.0,
+    )
+    assert tracker.handle(stale) == []
+    assert tracker.handle(SnapshotComplete(ts=1795417973.0)) == []
+    assert tracker.open_call_ids() == []
