@@ -58,6 +58,8 @@ FIELD_NAMES = frozenset(
 )
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.]*)(?:\|(\w+))?\}")
+# `{name|something}` that _PLACEHOLDER does not accept: a typo, not literal text.
+_BROKEN_FILTER = re.compile(r"\{[A-Za-z_][\w.]*\|[^{}]*\}")
 
 
 def format_time(value: datetime | None, style: str, timezone: str = "UTC") -> str:
@@ -186,6 +188,9 @@ def apply_filter(
 
 def check_template(template: str) -> str:
     """Reject unknown fields and filters when the config is loaded, not at the first call."""
+    for match in _BROKEN_FILTER.finditer(template):
+        if not _PLACEHOLDER.fullmatch(match.group(0)):
+            raise ValueError(f"unknown filter in {match.group(0)} in template {template!r}")
     for match in _PLACEHOLDER.finditer(template):
         name, style = match.group(1), match.group(2)
         if name not in FIELD_NAMES and not name.startswith(("data.", "var.")):
