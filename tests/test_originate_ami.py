@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from ari_app.ami import AmiClient
 from ari_app.fake_pbx import FakePbx
 from ari_app.http.deps import HttpDeps
@@ -104,15 +102,6 @@ def _originates(actions: list[dict[str, str]]) -> list[dict[str, str]]:
     return [a for a in actions if a.get("Action") == "Originate"]
 
 
-# ari_app/fake_pbx.py (not ours) files the recorded `Event: OriginateResponse` block as a second
-# reply to the Originate because it carries a `Response:` header, then waits for a second
-# Originate that never comes. Reported; these pass once _parse_recording skips Event blocks.
-_FAKE_PBX_STALLS = pytest.mark.xfail(
-    reason="fake_pbx stalls at the recorded OriginateResponse event", strict=False
-)
-
-
-@_FAKE_PBX_STALLS
 async def test_a_native_click_to_call_rings_the_agent_once_and_reports_connected(tmp_path):
     actions, outcome, stored = await _run(tmp_path, "click_to_call_originate", "c2c-0001")
     (sent,) = _originates(actions)
@@ -124,7 +113,6 @@ async def test_a_native_click_to_call_rings_the_agent_once_and_reports_connected
     assert stored.state == "connected"
 
 
-@_FAKE_PBX_STALLS
 async def test_creatio_makecall_when_the_agent_does_not_answer_ends_agent_no_answer(tmp_path):
     actions, outcome, stored = await _run(
         tmp_path, "click_to_call_agent_no_answer", "c2c-0002", via_creatio=True
