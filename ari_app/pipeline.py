@@ -65,6 +65,7 @@ class Pipeline:
             last_seq = max((event.seq for event in events), default=0)
             self.tracker.restore(call, last_seq, {event.kind for event in events})
         metrics.calls_active.set(self.tracker.active_calls)
+        self.tracker.begin_snapshot()
         if calls:
             log.info("restored %d open call(s) from the store", len(calls))
         return len(calls)
@@ -84,13 +85,12 @@ class Pipeline:
         if call_events:
             self._persist(call_events)
 
-    def begin_snapshot(self) -> None:
-        """Call right before asking the PBX for its channel list (see CallTracker)."""
-        self.tracker.begin_snapshot()
-
     def on_disconnected(self, reason: str) -> None:
         log.warning("PBX connection lost (%s); open calls: %d", reason, self.tracker.active_calls)
         self.on_channel_event(PbxDisconnected(self.clock.stamp({})))
+        # Whatever changes from here on (the next connection's events) is alive, even if the
+        # channel list asked for after the reconnect arrives later than those events.
+        self.tracker.begin_snapshot()
 
     def sweep(self) -> None:
         """Close calls whose Hangup never came (run now and then)."""

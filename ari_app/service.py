@@ -80,7 +80,6 @@ class Service:
             metrics.ami_connected.labels(pbx_id).set(1)
             assert self.ami is not None
             # The channel list tells which calls ended while we were away and which go on.
-            pipeline.begin_snapshot()
             response = await self.ami.send_action(
                 {"Action": "CoreShowChannels"}, timeout=ami_settings.action_timeout_seconds
             )

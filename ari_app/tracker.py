@@ -230,8 +230,8 @@ class CallTracker:
         return self._emit(state, kind, ts, extension=extension, data=data)
 
     def begin_snapshot(self) -> None:
-        """A channel list was just asked for: calls that change from now on are alive even
-        if the list (built a moment later, delivered later still) does not show them."""
+        """Calls that change from now on are alive, even if the next channel list (asked for
+        after a reconnect, built a moment later, delivered later still) does not show them."""
         self._snapshot_mark = self._tick
         self._snapshot_seen = set()
 
