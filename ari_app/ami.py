@@ -227,7 +227,6 @@ class AmiClient:
         )
         self._protocol = protocol
         pinger: asyncio.Task[None] | None = None
-        greeter: asyncio.Task[None] | None = None
         try:
             response = await self._request(
                 {
@@ -257,12 +256,20 @@ class AmiClient:
             )
             pinger = asyncio.create_task(self._ping_loop(protocol))
             if self._on_connected is not None:
-                greeter = asyncio.create_task(self._greet(self._on_connected))
-            await asyncio.shield(self._lost)
+                # Awaited here, not from the protocol: on_disconnected (below) must never
+                # overtake it, even when the connection dies in the same read as the login.
+                await self._greet(self._on_connected)
+            reason = await asyncio.shield(self._lost)
+            if not self._stop.is_set():
+                log.warning("AMI %s disconnected: %s", self._where, reason)
+                if self._on_disconnected is not None:
+                    try:
+                        self._on_disconnected(reason)
+                    except Exception:
+                        log.exception("AMI %s: on_disconnected failed", self._where)
         finally:
-            for task in (pinger, greeter):
-                if task is not None:
-                    task.cancel()
+            if pinger is not None:
+                pinger.cancel()
             if protocol.transport is not None and not self._lost.done():
                 protocol.transport.abort()
             self.connected = False
@@ -354,7 +361,6 @@ class AmiClient:
     def _on_connection_lost(self, protocol: _AmiProtocol, exc: Exception | None) -> None:
         if protocol is not self._protocol:
             return
-        was_connected = self.connected
         self.connected = False
         reason = self._drop_reason or (
             f"connection error: {exc}" if exc else "the server closed the connection"
@@ -370,13 +376,6 @@ class AmiClient:
                 )
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(reason)
-        if was_connected:
-            log.warning("AMI %s disconnected: %s", self._where, reason)
-            if self._on_disconnected is not None:
-                try:
-                    self._on_disconnected(reason)
-                except Exception:
-                    log.exception("AMI %s: on_disconnected failed", self._where)
         self._changed.set()
 
     # -- actions ---------------------------------------------------------------------------

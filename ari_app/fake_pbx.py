@@ -96,8 +96,6 @@ class _Reply:
     action: str  # lower-case action name
     recorded_id: str
     blocks: list[_Block]
-    claimed_by: str | None = None  # the client's ActionID once it asked
-    claimed: bool = False
 
 
 @dataclass(slots=True)
@@ -197,10 +195,14 @@ class _Connection:
         self.logged_in = asyncio.Event()
         self.progress = asyncio.Event()  # a reply was claimed: the streamer may go on
         self.id_map: dict[str, str | None] = {}  # recorded ActionID -> the client's
+        self.claims: dict[int, str | None] = {}  # index of a claimed _Reply -> client's id
         self.position = 0
 
     def send(self, data: bytes) -> None:
         if self.closed:
+            return
+        if self.writer.transport.is_closing():
+            self.closed = True  # the client went away; writing on would only warn
             return
         if self.cut_after is not None and self.sent_bytes + len(data) >= self.cut_after:
             self.writer.write(data[: max(0, self.cut_after - self.sent_bytes)])
@@ -320,14 +322,32 @@ class _Connection:
         items = self.part.items
         for index in range(self.position, len(items)):
             item = items[index]
-            if isinstance(item, _Reply) and not item.claimed and item.action == name:
-                item.claimed = True
-                item.claimed_by = action_id
+            if isinstance(item, _Reply) and index not in self.claims and item.action == name:
+                self.claims[index] = action_id
                 self.progress.set()
                 return item
             if next_only:
                 return None
         return None
+
+    async def _send_run(self, items: list[_Block | _Reply]) -> None:
+        """Unpaced: the events up to the next reply in few large writes (the fake must
+        outrun the client in benchmarks)."""
+        chunk: list[bytes] = []
+        size = 0
+        while self.position < len(items) and size < 256 * 1024:
+            item = items[self.position]
+            if isinstance(item, _Reply):
+                break
+            self.position += 1
+            raw = item.raw
+            if item.action_id is not None and item.action_id in self.id_map:
+                raw = _with_action_id(raw, self.id_map[item.action_id])
+            chunk.append(raw)
+            size += len(raw)
+        chunk.append(b"")
+        self.send(_SEP.join(chunk))
+        await self.writer.drain()  # let a slow reader push back
 
     async def _stream(self) -> None:
         await self.logged_in.wait()
@@ -338,21 +358,26 @@ class _Connection:
         last_ts: float | None = None
         items = part.items
         while self.position < len(items):
-            item = items[self.position]
+            index = self.position
+            item = items[index]
             if isinstance(item, _Reply):
-                while not item.claimed and self.pbx.await_actions:
+                while index not in self.claims and self.pbx.await_actions:
                     self.progress.clear()
                     await self.progress.wait()
                 self.position += 1
-                if not item.claimed:
+                if index not in self.claims:
                     continue
-                self.id_map[item.recorded_id] = item.claimed_by
-                self.send(
-                    b"".join(_with_action_id(b.raw, item.claimed_by) + _SEP for b in item.blocks)
-                )
+                claimed_by = self.claims[index]
+                self.id_map[item.recorded_id] = claimed_by
+                self.send(b"".join(_with_action_id(b.raw, claimed_by) + _SEP for b in item.blocks))
                 if item.action == "logoff":
                     await self.close()
                     break
+                continue
+            if pace == 0:
+                await self._send_run(items)
+                if self.closed:
+                    return
                 continue
             self.position += 1
             ts = item.ts
@@ -366,8 +391,6 @@ class _Connection:
             self.send(raw + _SEP)
             if self.closed:
                 return
-            if pace == 0 and self.position % 256 == 0:
-                await self.writer.drain()  # let a slow reader push back
         if self.last:
             self.pbx._finished.set()
         if part.closed_by_server and not self.pbx.hold_open:
@@ -457,13 +480,14 @@ class FakePbx:
         task = asyncio.current_task()
         assert task is not None
         self._sessions.add(task)
-        # Each connection replays its own copy: claiming replies mutates the parts.
-        parts = _parse_recording(self._recording, self._sent, self._strip_timestamps)
+        parts = self._parts
         part = parts[index] if index < len(parts) else None
         cut = self.cut_after_bytes if index == 0 else None
         connection = _Connection(self, part, reader, writer, cut, index == len(parts) - 1)
         try:
             await connection.run()
+        except ConnectionError as exc:
+            log.info("fake PBX: client of connection %d went away: %s", index + 1, exc)
         except Exception:
             log.exception("fake PBX: connection %d failed", index + 1)
         finally:
@@ -481,7 +505,8 @@ def replicate(recording: bytes | Path | Sequence[bytes | Path], copies: int) -> 
     """One AMI stream holding `copies` copies of the recordings' events, each copy with its
     own Uniqueids, Linkedids, bridge ids and channel names, so that a tracker sees
     `copies` times as many distinct calls (benchmarks). Banner and login response come from
-    the first recording; responses to other actions are dropped; ends with `Response: Goodbye`.
+    the first recording; responses to other actions and `Shutdown` events are dropped; ends
+    with `Response: Goodbye`.
     """
     sources = [recording] if isinstance(recording, bytes | Path) else list(recording)
     events: list[bytes] = []
@@ -493,7 +518,12 @@ def replicate(recording: bytes | Path | Sequence[bytes | Path], copies: int) -> 
                 banner = part.banner
                 if part.login is not None:
                     login = part.login.raw
-            events.extend(item.raw for item in part.items if isinstance(item, _Block))
+            # A Shutdown in the middle of a benchmark stream would make clients reconnect.
+            events.extend(
+                item.raw
+                for item in part.items
+                if isinstance(item, _Block) and item.headers.get("Event") != "Shutdown"
+            )
     body = b"".join(block + _SEP for block in events)
     out = [banner + _EOL, login + _SEP]
     for copy in range(copies):
