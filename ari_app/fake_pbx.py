@@ -147,6 +147,11 @@ def _parse_recording(recording: bytes, sent: bytes | None, strip_timestamps: boo
         part = _Part(banner=banner, login=None, closed_by_server=index < len(pieces) - 1)
         current: _Reply | None = None
         for raw in _split_blocks(piece):
+            if raw.startswith(b"Asterisk Call Manager/"):
+                # Captures joined end to end: a later banner is not a frame.
+                raw = raw.partition(_EOL)[2]
+                if not raw.strip():
+                    continue
             if strip_timestamps:
                 raw = re.sub(rb"(?m)^Timestamp: [^\r\n]*\r\n?", b"", raw)
             block = _Block(raw, _headers(raw))
@@ -156,8 +161,10 @@ def _parse_recording(recording: bytes, sent: bytes | None, strip_timestamps: boo
                 action = names.get(action_id or "") or _GUESS_BY_MESSAGE.get(
                     block.headers.get("Message", ""), ""
                 )
-                if part.login is None and action.lower() == "login":
-                    part.login = block
+                if action.lower() == "login":
+                    # The first one answers the client's Login; later ones (joined captures)
+                    # answer nothing this client sends.
+                    part.login = part.login or block
                     current = None
                     continue
                 current = _Reply(action.lower(), action_id or "", [block])

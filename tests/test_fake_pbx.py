@@ -245,3 +245,20 @@ async def test_a_replicated_stream_replays_through_the_fake():
         await client.until(lambda: len(client.received) >= 1 + len(expected))
         client.close()
     assert client.received[1:] == expected
+
+
+async def test_captures_joined_end_to_end_replay_as_one_session():
+    first = recording("inbound_busy_agent").read_bytes()
+    second = recording("outbound_agent_dials").read_bytes()
+    goodbye = first.rindex(b"Response: Goodbye")
+    joined = first[:goodbye] + second
+    async with FakePbx(joined, await_actions=False) as pbx:
+        client = await RawClient.connect(pbx)
+        client.send(LOGIN)
+        expected = file_frames(recording("inbound_busy_agent")) + file_frames(
+            recording("outbound_agent_dials")
+        )
+        await client.until(lambda: len(client.received) >= 1 + len(expected))
+        client.close()
+    assert client.received[1:] == expected
+    assert client.raw.count(b"Asterisk Call Manager/") == 1
