@@ -172,7 +172,10 @@ class AmiClient:
         AmiNotConnected if not connected within `timeout` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not self.connected:
+        while True:
+            self._changed.clear()  # before the checks: a change after them must wake us
+            if self.connected:
+                return
             if isinstance(self.last_error, AmiLoginError):
                 raise self.last_error
             remaining = deadline - loop.time()
@@ -181,7 +184,6 @@ class AmiClient:
                     f"not connected to AMI at {self._where} within {timeout}s"
                     + (f" (last error: {self.last_error})" if self.last_error else "")
                 )
-            self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
 
@@ -278,8 +280,8 @@ class AmiClient:
     async def _greet(self, on_connected: Callable[[], Awaitable[None]]) -> None:
         try:
             await on_connected()
-        except asyncio.CancelledError:
-            raise
+        except AmiError as exc:
+            log.warning("AMI %s: on_connected could not finish: %s", self._where, exc)
         except Exception:
             log.exception("AMI %s: on_connected failed", self._where)
 
