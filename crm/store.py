@@ -277,8 +277,19 @@ class Store:
 
     @property
     def reader(self) -> aiosqlite.Connection:
-        """The read-only connection, for query modules (call history...). Never write on it."""
+        """The shared read-only connection, for query modules (call history...).
+
+        Prefer execute_fetchall(); a cursor left open (e.g. fetchone() without close()) keeps
+        its read transaction, and every query on this connection meanwhile sees that old
+        snapshot. Parts that must see every commit at once (the outbox) use open_reader().
+        """
         return self._reader
+
+    async def open_reader(self) -> aiosqlite.Connection:
+        """A private read-only connection to this database; the caller closes it."""
+        conn = await _connect(self.path, self.settings)
+        await conn.execute("PRAGMA query_only=ON")
+        return conn
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call `callback()` after every commit that added outbox rows (the outbox's wake-up)."""
@@ -293,6 +304,17 @@ class Store:
 
         Returns once all of it is committed. Idempotent: an event already stored (same pbx_id,
         call_id, seq) and a delivery already queued (same idempotency key) are left alone.
+        """
+        await self.submit_record(call, events, adapters)
+
+    def submit_record(
+        self, call: Call, events: Sequence[CallEvent], adapters: Sequence[Adapter]
+    ) -> asyncio.Future[None]:
+        """Queue a record() now and return the future of its commit.
+
+        For a single consumer (the AMI event loop) that must keep its order without waiting
+        one commit per event: writes are committed in the order they were submitted, so it can
+        submit, carry on, and await the futures (e.g. before acknowledging upstream).
         """
         now = self._now()
         statements: list[tuple[int, str, Params]] = [
@@ -334,7 +356,7 @@ class Store:
                             ),
                         )
                     )
-        await self._submit(_Statements(statements, self._future(), len(statements), adds_outbox))
+        return self._enqueue(_Statements(statements, self._future(), len(statements), adds_outbox))
 
     async def upsert_call(self, call: Call) -> None:
         """Store a call snapshot without events (cheaper than record() when nothing is sent)."""
@@ -525,15 +547,18 @@ class Store:
     def _future(self) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()
 
-    async def _submit(self, op: _Write) -> Any:
+    def _enqueue(self, op: _Write) -> asyncio.Future[Any]:
         if self._closed:
             raise StoreClosedError(f"store {self.path} is closed")
         if self._writer_task.done():
             raise StoreClosedError(f"store {self.path}: the writer task has stopped")
         self._queue.put_nowait(op)
+        return op.future
+
+    async def _submit(self, op: _Write) -> Any:
         # A caller that gives up (timeout, cancel) cancels only its future: the write stays
         # queued and is committed anyway, and the writer skips futures already done.
-        return await op.future
+        return await self._enqueue(op)
 
     async def _writer_loop(self) -> None:
         window = self.settings.commit_window_ms / 1000.0

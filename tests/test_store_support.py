@@ -193,3 +193,30 @@ async def wait_until(
     async with asyncio.timeout(timeout):
         while not await condition():
             await asyncio.sleep(interval)
+
+
+class FakeClock:
+    """A wall clock the test moves by hand: an hour of CRM outage takes no real time."""
+
+    def __init__(self, start: float = 1_794_475_800.0) -> None:
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+async def outbox_rows(store: Any, where: str = "1", params: tuple = ()) -> list[dict[str, Any]]:
+    """Outbox rows as dicts, read through the store's reader connection."""
+    cursor = await store.reader.execute(
+        "SELECT id, adapter, call_id, seq, idempotency_key, state, attempts, next_attempt_at,"
+        " last_error, last_status, last_response, delivered_at FROM outbox"
+        f" WHERE {where} ORDER BY id",
+        params,
+    )
+    names = [d[0] for d in cursor.description]
+    rows = await cursor.fetchall()
+    await cursor.close()
+    return [dict(zip(names, row, strict=True)) for row in rows]
