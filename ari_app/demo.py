@@ -199,9 +199,16 @@ def demo_settings(store_dir: Path, sink_port: int, *, http_port: int = 0) -> Set
             "calls": {
                 "recording_url_template": "http://127.0.0.1:8080/" + DEMO_TOKEN
                 + "/recording/{file}",
+                "recording_dir": str(resources.files("ari_app") / "demo_data" / "recordings"),
             },
             "store": {"path": str(store_dir / "pbxcrm.sqlite3")},
-            "http": {"enabled": http_port != 0, "port": http_port},
+            "http": {
+                "enabled": http_port != 0,
+                "port": http_port,
+                "clients": [
+                    {"name": "demo", "token": DEMO_TOKEN, "allow_from": ["127.0.0.1/32", "::1/128"]}
+                ],
+            },
             "agi": {"enabled": False},
             "crm": [
                 {"type": "webhook", "name": "demo-crm",

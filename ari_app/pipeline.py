@@ -18,7 +18,7 @@ from ari_app.channel_events import ChannelEvent, PbxDisconnected
 from ari_app.tracker import CallTracker
 from crm import metrics
 from crm.adapters.base import Adapter
-from crm.model import CallEvent, EventKind
+from crm.model import Call, CallEvent, EventKind
 from crm.store import Store
 
 log = logging.getLogger("pbxcrm.calls")
@@ -88,9 +88,6 @@ class Pipeline:
     def on_disconnected(self, reason: str) -> None:
         log.warning("PBX connection lost (%s); open calls: %d", reason, self.tracker.active_calls)
         self.on_channel_event(PbxDisconnected(self.clock.stamp({})))
-        # Whatever changes from here on (the next connection's events) is alive, even if the
-        # channel list asked for after the reconnect arrives later than those events.
-        self.tracker.begin_snapshot()
 
     def sweep(self) -> None:
         """Close calls whose Hangup never came (run now and then)."""
@@ -106,11 +103,12 @@ class Pipeline:
         data: dict[str, object],
         extension: str | None = None,
         at: datetime | None = None,
+        fallback_call: Call | None = None,
     ) -> CallEvent | None:
         """Attach a step from outside the PBX's event stream (survey, note) to its call.
 
         An open call numbers it in the tracker; a finished one continues from the store.
-        Returns None when no such call is known at all.
+        An unknown call gets `fallback_call` (seq 1), or None is returned without it.
         """
         ts = at.timestamp() if at is not None else self.clock.stamp({})
         call_id = self.tracker.call_id_of(channel_or_call_id)
@@ -120,10 +118,14 @@ class Pipeline:
                 self._persist([event])
                 return event
         call = await self.store.get_call(self.pbx_id, channel_or_call_id)
-        if call is None:
+        seq = 1
+        if call is not None:
+            events = await self.store.events_for(self.pbx_id, call.call_id)
+            seq = max((e.seq for e in events), default=0) + 1
+        elif fallback_call is not None:
+            call = fallback_call
+        else:
             return None
-        events = await self.store.events_for(self.pbx_id, call.call_id)
-        seq = max((e.seq for e in events), default=0) + 1
         event = CallEvent(
             call_id=call.call_id,
             seq=seq,

@@ -1,26 +1,36 @@
-"""`pbxcrm run`: the store, the CRM adapters and outbox, the PBX source, the HTTP port and
-FastAGI, started together and stopped in reverse order."""
+"""`pbxcrm run`: the store, the CRM adapters and outbox, the PBX source (AMI or ARI), the HTTP
+port and FastAGI, started together and stopped in reverse order."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
+from agi.context import ScriptContext, SurveyResult, build_script_context
+from agi.fastagi import FastAgiServer, start_fastagi
 from ari_app.ami import AmiClient
 from ari_app.ami_events import tracked_frame_filter
+from ari_app.http.app import bound_port, start_http
+from ari_app.http.deps import HttpDeps
+from ari_app.originate import AmiOriginateBackend, OriginateService, StoreOriginateLog
 from ari_app.pipeline import Pipeline
 from ari_app.settings import Settings
+from ari_app.survey_spool import SurveySpoolReader
 from crm import metrics
 from crm.adapters.base import Adapter, build_adapter
+from crm.model import Call, Direction, EventKind
 from crm.store import Store
 
 log = logging.getLogger("pbxcrm")
 
 SWEEP_INTERVAL_SECONDS = 60.0
+SPOOL_INTERVAL_SECONDS = 2.0
 
 
 class Service:
@@ -42,7 +52,18 @@ class Service:
         self.outbox: Any = None  # crm.outbox.Outbox when delivering
         self.pipeline: Pipeline | None = None
         self.ami: AmiClient | None = None
-        self._sweeper: asyncio.Task[None] | None = None
+        self.ari: Any = None  # ari_app.ari.AriClient when pbx.source = "ari"
+        self.originate: OriginateService | None = None
+        self.scripts: ScriptContext | None = None
+        self.fastagi: FastAgiServer | None = None
+        self.http: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closers: list[Callable[[], Awaitable[object]]] = []
+
+    @property
+    def http_port(self) -> int:
+        assert self.http is not None
+        return bound_port(self.http)
 
     async def start(self) -> None:
         settings = self.settings
@@ -67,12 +88,37 @@ class Service:
                 self.store, {adapter.name: adapter for adapter in self.adapters}, settings.outbox
             )
             await self.outbox.start()
-        self._sweeper = asyncio.create_task(self._sweep_forever())
-        await self._start_source()
+        self.scripts = build_script_context(
+            settings.agi, settings.lookup, self._session, survey_sink=self.record_survey
+        )
+        self._tasks.append(asyncio.create_task(self._every(SWEEP_INTERVAL_SECONDS,
+                                                           self._sweep)))
+        spool = SurveySpoolReader(
+            settings.agi.survey_spool, self.store, self.record_survey, pbx_id=settings.pbx.id
+        )
+        self._tasks.append(asyncio.create_task(self._every(SPOOL_INTERVAL_SECONDS, spool.poll)))
+        if settings.pbx.source == "ari":
+            await self._start_ari()
+        else:
+            await self._start_ami()
+        if settings.agi.enabled:
+            self.fastagi = await start_fastagi(settings.agi, self.scripts)
+        if settings.http.enabled:
+            self.http = await start_http(
+                HttpDeps(
+                    settings,
+                    store=self.store,
+                    originate_service=self.originate,
+                    lookup=self.scripts.lookup,
+                    metrics_registry=metrics.REGISTRY,
+                )
+            )
+            log.info("HTTP port on %s:%d", settings.http.host, self.http_port)
 
-    async def _start_source(self) -> None:
+    async def _start_ami(self) -> None:
         pipeline = self.pipeline
-        assert pipeline is not None
+        store = self.store
+        assert pipeline is not None and store is not None
         ami_settings = self.settings.pbx.ami
         pbx_id = self.settings.pbx.id
 
@@ -103,21 +149,97 @@ class Service:
             on_disconnected=disconnected,
             frame_filter=tracked_frame_filter(),
         )
+        self.originate = OriginateService(
+            self.settings.http.originate,
+            AmiOriginateBackend(self.ami),
+            agent_pattern=self.settings.calls.internal_extension_pattern,
+            log_store=StoreOriginateLog(store),
+            action_timeout=ami_settings.action_timeout_seconds,
+        )
+        pipeline.add_frame_listener(self.originate.on_frame)
+        self._closers.append(self.originate.close)
         await self.ami.start()
 
-    async def _sweep_forever(self) -> None:
+    async def _start_ari(self) -> None:
+        from ari_app.ari import AriClient
+        from ari_app.ari_originate import AriOriginateBackend
+        from ari_app.stasis import StasisApp
+
+        pipeline, store, scripts = self.pipeline, self.store, self.scripts
+        assert pipeline is not None and store is not None and scripts is not None
+        ari_settings = self.settings.pbx.ari
+        stasis: StasisApp | None = None
+
+        def on_stasis(event: Any) -> None:
+            if stasis is not None:
+                stasis.handle(event)
+
+        self.ari = AriClient(ari_settings, on_event=pipeline.on_channel_event, on_stasis=on_stasis)
+        backend = AriOriginateBackend(self.ari)
+        self.originate = OriginateService(
+            self.settings.http.originate,
+            backend,
+            agent_pattern=self.settings.calls.internal_extension_pattern,
+            log_store=StoreOriginateLog(store),
+            action_timeout=self.settings.pbx.ari.request_timeout_seconds,
+        )
+        backend.bind(self.originate)
+        stasis = StasisApp(self.ari, scripts, originate=backend)
+        self._closers.extend([self.originate.close, stasis.close, backend.close])
+        await self.ari.start()
+
+    async def record_survey(self, result: SurveyResult) -> None:
+        """A survey rating from the IVR becomes a SURVEY step of its call (saveSurvey etc.)."""
         assert self.pipeline is not None
+        call_key = result.linkedid or result.uniqueid
+        # A survey on a call pbxcrm never saw (AMI down, or surveys only) still reaches the CRM.
+        fallback = Call(
+            call_id=call_key,
+            pbx_id=self.settings.pbx.id,
+            source="agi",
+            direction=Direction.INBOUND,
+            caller_number=result.number,
+            agent_extension=result.extension,
+            start_time=result.at,
+        )
+        await self.pipeline.add_call_event(
+            call_key,
+            EventKind.SURVEY,
+            data=result.event_data(),
+            extension=result.extension,
+            at=result.at,
+            fallback_call=fallback,
+        )
+
+    async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
-            self.pipeline.sweep()
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception:
+                log.exception("periodic job %s failed; will try again", job)
+
+    async def _sweep(self) -> None:
+        assert self.pipeline is not None
+        self.pipeline.sweep()
 
     async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.cleanup()
+        if self.fastagi is not None:
+            await self.fastagi.stop()
         if self.ami is not None:
             await self.ami.stop()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for closer in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                await closer()
+        if self.ari is not None:
+            await self.ari.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+                await task
         if self.pipeline is not None:
             await self.pipeline.drain()
         if self.outbox is not None:

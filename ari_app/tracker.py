@@ -617,6 +617,9 @@ class CallTracker:
         for state in self._calls.values():
             if state.last_ts < ev.ts:
                 state.last_ts = ev.ts
+        # What the next connection says about a call proves it alive, even if the channel
+        # list asked for after the reconnect is delivered later than those events.
+        self.begin_snapshot()
         return []
 
     _handlers = {
