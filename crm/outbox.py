@@ -265,7 +265,7 @@ class Outbox:
             if adapter not in self._adapters:
                 log.warning(
                     "outbox: %d pending deliveries for CRM %r, which is not configured;"
-                    " they wait until it is (or `pbxcrm outbox purge --state pending`)",
+                    " they are kept and go out once a [[crm]] block with that name is back",
                     count,
                     adapter,
                 )

@@ -291,6 +291,10 @@ class Store:
         await conn.execute("PRAGMA query_only=ON")
         return conn
 
+    def now(self) -> float:
+        """The store's clock (epoch seconds), injectable for tests."""
+        return self._now()
+
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call `callback()` after every commit that added outbox rows (the outbox's wake-up)."""
         self._listeners.append(callback)
