@@ -27,8 +27,9 @@ log = logging.getLogger("pbxcrm.demo")
 DEMO_USER = "crm"
 DEMO_SECRET = "crmsecret"
 DEMO_TOKEN = "demo-token-change-me"
-# Recorded gaps are compressed so the whole demo takes a few seconds.
-DEMO_PACE = 0.05
+# Recorded gaps are compressed (and each capped) so the whole demo takes a few seconds.
+DEMO_PACE = 0.1
+DEMO_MAX_GAP = 0.3
 _SKIPPED_EVENTS = (b"Event: FullyBooted", b"Event: SuccessfulAuth")
 
 
@@ -163,6 +164,7 @@ async def run_recording(
         username=settings.pbx.ami.username,
         password=settings.pbx.ami.password.get_secret_value(),
         pace=pace,
+        max_gap=DEMO_MAX_GAP,
         await_actions=False,
     )
     await pbx.start()

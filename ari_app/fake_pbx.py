@@ -390,7 +390,7 @@ class _Connection:
             ts = item.ts
             if pace > 0 and ts is not None:
                 if last_ts is not None and ts > last_ts:
-                    await asyncio.sleep((ts - last_ts) * pace)
+                    await asyncio.sleep(min((ts - last_ts) * pace, self.pbx.max_gap))
                 last_ts = ts
             raw = item.raw
             if item.action_id is not None and item.action_id in self.id_map:
@@ -423,6 +423,7 @@ class FakePbx:
         host: str = "127.0.0.1",
         port: int = 0,
         pace: float = 0.0,
+        max_gap: float = 3600.0,
         sent: bytes | Path | None = None,
         await_actions: bool = True,
         strip_timestamps: bool = False,
@@ -443,6 +444,8 @@ class FakePbx:
         self.host = host
         self.port = port
         self.pace = pace
+        # Captures joined end to end have minutes between calls: a demo caps each pause.
+        self.max_gap = max_gap
         self.await_actions = await_actions
         self.cut_after_bytes = cut_after_bytes
         self.hold_open = hold_open

@@ -36,6 +36,20 @@ class Settings(BaseModel):
     crm: list[AdapterConfig] = Field(default_factory=list)
     lookup: list[dict[str, Any]] = Field(default_factory=list)
 
+    @field_validator("lookup")
+    @classmethod
+    def _lookup_blocks(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from crm.lookup.chain import parse_lookup_config
+
+        names: set[str] = set()
+        for raw in value:
+            config = parse_lookup_config(raw)  # a mistake is reported at load, with its line
+            name = config.name or config.type
+            if name in names:
+                raise ValueError(f"two [[lookup]] blocks are named {name!r}")
+            names.add(name)
+        return value
+
     @field_validator("crm", mode="before")
     @classmethod
     def _dialects(cls, value: Any) -> Any:
