@@ -197,3 +197,44 @@ async def test_crm_down_then_up_drains_everything_in_order(tmp_path: Path) -> No
     events = crm.events()
     assert len({e["idempotency_key"] for e in events}) == EXPECTED_DELIVERIES
     assert_each_call_in_order(events)
+
+
+async def test_pbxcrm_killed_mid_call_closes_the_call_after_restart(tmp_path: Path) -> None:
+    """Killed while the call is up; by the restart the PBX has no channel for it any more."""
+    from tests.recordings import ami_path
+
+    crm = SlowWebhookCrm()
+    await crm.start()
+    # Recorded pace: the call is up for ~6 s, long enough to kill pbxcrm in the middle.
+    pbx = FakePbx(ami_path("inbound_answered_caller_hangs_up"), await_actions=False, pace=1.0)
+    await pbx.start()
+    config = tmp_path / "pbxcrm.toml"
+    config.write_text(config_text(tmp_path, pbx.port, crm.url))
+    command = [sys.executable, "-m", "ari_app.cli", "run", "--config", str(config)]
+    log = (tmp_path / "run.log").open("wb")
+    first = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
+    try:
+        await wait_for(lambda: [e["kind"] for e in crm.events()] == ["ringing", "answered"])
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        second = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
+        try:
+            await wait_for(lambda: len(crm.events()) >= 4)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(second.wait(), 20) == 0
+    finally:
+        if first.returncode is None:
+            first.kill()
+        await pbx.stop()
+        await crm.stop()
+        log.close()
+    events = crm.events()
+    assert [(e["seq"], e["kind"]) for e in events] == [
+        (1, "ringing"), (2, "answered"), (3, "hangup"), (4, "completed")
+    ]
+    final = events[-1]["call"]
+    assert final["reconciled"] is True
+    assert final["agent_extension"] == "7181"
+    assert final["caller_number"] == "+79031234567"
+    assert final["disposition"] == "answered"
