@@ -204,6 +204,10 @@ def frame_to_event(frame: dict[str, str], ts: float) -> ChannelEvent | None:
             get("Queue", ""),
             get("Interface", ""),
         )
+    if (name == "BlindTransfer" or name == "AttendedTransfer") and get("Result", "Success") != (
+        "Success"
+    ):
+        return None  # a failed transfer changes nothing
     if name == "BlindTransfer":
         # Asterisk 12+ names the parties Transferer* and Transferee* (AMI docs, BlindTransfer).
         return BlindTransferred(

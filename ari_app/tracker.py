@@ -519,6 +519,8 @@ class CallTracker:
         if chan is None:
             return []
         state = chan.call
+        if transferer is not None:
+            self._leaves_by_transfer(transferer, transferee)
         state.transfers.append(
             Transfer(
                 at=_utc(ev.ts),  # type: ignore[arg-type]
@@ -529,25 +531,30 @@ class CallTracker:
         )
         return []
 
+    def _leaves_by_transfer(self, transferer: _Channel, stays: _Channel | None) -> None:
+        """The transferring agent's leg goes away without the call ending: its hangup is not
+        a party hanging up, and if it was the primary channel the remaining party takes over."""
+        transferer.answered = False
+        state = transferer.call
+        if state.primary == transferer.uniqueid and stays is not None:
+            state.primary = stays.uniqueid
+
     def _on_attended_transfer(self, ev: AttendedTransferred) -> list[CallEvent]:
         first = self._chan(ev.orig_transferer_uniqueid, ev.ts)
         second = self._chan(ev.second_transferer_uniqueid, ev.ts)
-        target = self._channels.get(ev.target_uniqueid)
-        if first is None:
+        target = self._chan(ev.target_uniqueid, ev.ts)
+        transferee = self._chan(ev.transferee_uniqueid, ev.ts)
+        anchor = transferee or first or second
+        if anchor is None:
             return []
-        state = first.call
-        consult = second.call if second is not None else None
-        if consult is not None and consult is not state:
-            # The consult call becomes part of the customer's call: its channels, its Linkedid.
-            for uniqueid, chan in consult.channels.items():
-                chan.call = state
-                state.channels[uniqueid] = chan
-            for linkedid in consult.linkedids:
-                self._by_linkedid[linkedid] = state
-                state.linkedids.add(linkedid)
-            consult.channels.clear()
-            consult.merged_into = state.call_id
-            self._calls.pop(consult.call_id, None)
+        state = anchor.call  # the customer's call absorbs the consult call
+        out: list[CallEvent] = []
+        for chan in (first, second, target):
+            if chan is not None and chan.call is not state:
+                out.extend(self._merge(chan.call, state, ev.ts))
+        for transferer in (first, second):
+            if transferer is not None:
+                self._leaves_by_transfer(transferer, transferee or target)
         if target is not None:
             target.answered = True
         to_extension = target.extension if target is not None else None
@@ -555,13 +562,34 @@ class CallTracker:
             Transfer(
                 at=_utc(ev.ts),  # type: ignore[arg-type]
                 kind="attended",
-                from_extension=first.extension,
+                from_extension=(first or second).extension if (first or second) else None,
                 to_extension=to_extension,
             )
         )
         if to_extension:
             state.agent_extension = to_extension
-        return []
+        return out
+
+    def _merge(self, consult: _CallState, into: _CallState, ts: float) -> list[CallEvent]:
+        """Fold a consult call into the call it was transferred into.
+
+        The consult call's own record ends here (COMPLETED, `merged_into` in its data) so a CRM
+        that saw it ring is not left with a call that never closes; its channels and Linkedid
+        live on in the customer's call.
+        """
+        for uniqueid, chan in consult.channels.items():
+            chan.call = into
+            into.channels[uniqueid] = chan
+        for linkedid in consult.linkedids:
+            self._by_linkedid[linkedid] = into
+            into.linkedids.add(linkedid)
+        consult.channels.clear()
+        consult.merged_into = into.call_id
+        consult.hangup_sent = True
+        consult.end_ts = ts
+        self._calls.pop(consult.call_id, None)
+        return [self._emit(consult, EventKind.COMPLETED, ts, ended=True,
+                           data={"merged_into": into.call_id})]
 
     def _on_snapshot(self, ev: ChannelSnapshot) -> list[CallEvent]:
         self._snapshot_seen.add(ev.uniqueid)
