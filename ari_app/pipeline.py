@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from ari_app.ami_events import PbxClock, frame_to_event
 from ari_app.call_rules import CallRules
@@ -47,6 +48,7 @@ class Pipeline:
         self._call_listeners: list[CallEventListener] = []
         self._frame_listeners: list[FrameListener] = []
         self.events_seen = 0
+        self._event_counters: dict[str, Any] = {}
         self.write_errors = 0
 
     def add_call_listener(self, listener: CallEventListener) -> None:
@@ -74,6 +76,11 @@ class Pipeline:
 
     def on_ami_frame(self, frame: dict[str, str]) -> None:
         self.events_seen += 1
+        name = frame.get("Event", "")
+        counter = self._event_counters.get(name)
+        if counter is None:
+            counter = self._event_counters[name] = metrics.ami_events_total.labels(name)
+        counter.inc()
         for listener in self._frame_listeners:
             listener(frame)
         event = frame_to_event(frame, self.clock.stamp(frame))
