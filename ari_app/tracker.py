@@ -21,10 +21,18 @@ import os.path
 import re
 from collections import OrderedDict
 from collections.abc import Collection
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from ari_app.call_rules import CallRules
+from ari_app.call_state import (
+    CallState,
+    TrackedChannel,
+    build_call,
+    clean,
+    endpoint_of,
+    epoch,
+    is_dropped,
+    utc,
+)
 from ari_app.channel_events import (
     AppStarted,
     AttendedTransferred,
@@ -51,85 +59,12 @@ from crm.model import (
     Call,
     CallEvent,
     Direction,
-    Disposition,
     EventKind,
     Party,
     Transfer,
 )
 
 _GONE_REMEMBERED = 4096
-_FAILED_DIAL_STATUSES = frozenset({"CHANUNAVAIL", "CONGESTION", "INVALIDARGS", "DONTCALL"})
-
-
-def endpoint_of(channel: str) -> str:
-    """`PJSIP/7181-00000001` -> `7181`; `Local/7181@ctx-0000002a;1` -> `7181@ctx`."""
-    _, _, resource = channel.partition("/")
-    resource = resource.split(";", 1)[0]
-    head, dash, tail = resource.rpartition("-")
-    if dash and tail and all(c in "0123456789abcdef" for c in tail.lower()):
-        return head
-    return resource
-
-
-@dataclass(slots=True)
-class _Channel:
-    uniqueid: str
-    channel: str
-    endpoint: str
-    extension: str | None  # set for agent phones
-    is_trunk: bool
-    call: _CallState
-    answered: bool = False  # this leg was answered as the target of a dial
-    alive: bool = True
-
-
-@dataclass(slots=True)
-class _CallState:
-    call_id: str
-    primary: str  # uniqueid of the first channel
-    direction: Direction
-    start_ts: float
-    caller_number: str | None
-    caller_name: str | None
-    called_number: str | None
-    linkedids: set[str] = field(default_factory=set)
-    channels: dict[str, _Channel] = field(default_factory=dict)
-    seq: int = 0
-    last_ts: float = 0.0
-    touched: int = 0
-    dial_started: dict[str, float] = field(default_factory=dict)  # dest uniqueid -> ts
-    first_ring_ts: float | None = None
-    last_dial_end_ts: float | None = None
-    last_dial_status: str | None = None
-    answer_ts: float | None = None
-    answer_ring_seconds: float = 0.0
-    pbx_answered: bool = False  # the PBX itself answered the customer (IVR, queue, voicemail)
-    talk_end_ts: float | None = None
-    terminating_party: Party | None = None
-    agent_extension: str | None = None
-    rang: list[str] = field(default_factory=list)
-    in_voicemail: bool = False
-    voicemail_left: bool = False
-    recording_file: str | None = None
-    queue: str | None = None
-    transfers: list[Transfer] = field(default_factory=list)
-    variables: dict[str, str] = field(default_factory=dict)
-    originate_id: str | None = None
-    hangup_cause: int | None = None
-    hangup_cause_text: str | None = None
-    end_ts: float | None = None
-    answered_sent: bool = False
-    hangup_sent: bool = False
-    reconciled: bool = False
-    merged_into: str | None = None
-
-
-def _utc(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
-
-
-def _epoch(moment: datetime | None) -> float | None:
-    return None if moment is None else moment.timestamp()
 
 
 class CallTracker:
@@ -140,9 +75,9 @@ class CallTracker:
         self._trunk_endpoints = frozenset(rules.trunk_endpoints)
         self._trunk_contexts = frozenset(rules.trunk_contexts)
         self._agent_pattern = re.compile(rules.internal_extension_pattern)
-        self._channels: dict[str, _Channel] = {}
-        self._calls: dict[str, _CallState] = {}  # open calls by call id
-        self._by_linkedid: dict[str, _CallState] = {}
+        self._channels: dict[str, TrackedChannel] = {}
+        self._calls: dict[str, CallState] = {}  # open calls by call id
+        self._by_linkedid: dict[str, CallState] = {}
         self._snapshot_seen: set[str] = set()
         self._snapshot_mark: int | None = None
         self._tick = 0  # counts handled events; a call remembers the tick it last changed at
@@ -161,7 +96,12 @@ class CallTracker:
 
     def snapshot(self, call_id: str) -> Call | None:
         state = self._calls.get(call_id)
-        return None if state is None else self._build(state)
+        return None if state is None else build_call(
+            state,
+            pbx_id=self.pbx_id,
+            source=self.source,
+            recording_url_template=self.rules.recording_url_template,
+        )
 
     def restore(self, call: Call, last_seq: int, sent: Collection[EventKind] = ()) -> None:
         """Take back an open call from the store after pbxcrm restarted.
@@ -172,8 +112,8 @@ class CallTracker:
         """
         if call.call_id in self._calls:
             return
-        ts = _epoch(call.start_time) or 0.0
-        state = _CallState(
+        ts = epoch(call.start_time) or 0.0
+        state = CallState(
             call_id=call.call_id,
             primary=call.call_id,  # the first channel's Uniqueid is the Linkedid
             direction=call.direction,
@@ -184,13 +124,13 @@ class CallTracker:
         )
         state.linkedids.add(call.call_id)
         state.seq = last_seq
-        state.last_ts = max(ts, _epoch(call.answer_time) or 0.0, _epoch(call.end_time) or 0.0)
+        state.last_ts = max(ts, epoch(call.answer_time) or 0.0, epoch(call.end_time) or 0.0)
         state.agent_extension = call.agent_extension
         state.rang = list(call.rang_extensions)
-        state.answer_ts = _epoch(call.answer_time)
+        state.answer_ts = epoch(call.answer_time)
         state.answer_ring_seconds = call.ring_seconds
         state.answered_sent = EventKind.ANSWERED in sent or call.answer_time is not None
-        state.end_ts = _epoch(call.end_time)
+        state.end_ts = epoch(call.end_time)
         state.hangup_sent = EventKind.HANGUP in sent or call.end_time is not None
         state.terminating_party = call.terminating_party
         state.recording_file = call.recording_file
@@ -282,25 +222,25 @@ class CallTracker:
         exten: str,
         caller_num: str,
         caller_name: str,
-    ) -> _Channel:
+    ) -> TrackedChannel:
         endpoint, extension, is_trunk = self._classify(channel, context)
         state = self._by_linkedid.get(linkedid)
         if state is None:
             if is_trunk:
                 direction = Direction.INBOUND
-                caller = _clean(caller_num)
-                called = _clean(exten)
+                caller = clean(caller_num)
+                called = clean(exten)
             else:
                 direction = Direction.INTERNAL
-                caller = extension or _clean(caller_num)
-                called = _clean(exten)
-            state = _CallState(
+                caller = extension or clean(caller_num)
+                called = clean(exten)
+            state = CallState(
                 call_id=linkedid,
                 primary=uniqueid,
                 direction=direction,
                 start_ts=ts,
                 caller_number=caller,
-                caller_name=_clean(caller_name),
+                caller_name=clean(caller_name),
                 called_number=called,
             )
             if extension is not None and direction is not Direction.INBOUND:
@@ -308,14 +248,14 @@ class CallTracker:
             state.linkedids.add(linkedid)
             self._calls[state.call_id] = state
             self._by_linkedid[linkedid] = state
-        chan = _Channel(uniqueid, channel, endpoint, extension, is_trunk, state)
+        chan = TrackedChannel(uniqueid, channel, endpoint, extension, is_trunk, state)
         state.channels[uniqueid] = chan
         self._channels[uniqueid] = chan
         state.last_ts = max(state.last_ts, ts)
         state.touched = self._tick
         return chan
 
-    def _chan(self, uniqueid: str | None, ts: float) -> _Channel | None:
+    def _chan(self, uniqueid: str | None, ts: float) -> TrackedChannel | None:
         if uniqueid is None:
             return None
         chan = self._channels.get(uniqueid)
@@ -346,7 +286,7 @@ class CallTracker:
         if dest.is_trunk and state.direction is Direction.INTERNAL:
             state.direction = Direction.OUTBOUND
         if dest.is_trunk and state.direction is Direction.OUTBOUND:
-            number = _clean(ev.dest_exten) or _clean(ev.dial_string.split("@", 1)[0])
+            number = clean(ev.dest_exten) or clean(ev.dial_string.split("@", 1)[0])
             if number:
                 state.called_number = number
         if dest.extension is None:
@@ -407,7 +347,7 @@ class CallTracker:
             state.terminating_party = self._party_of(chan)
         return []
 
-    def _party_of(self, chan: _Channel) -> Party:
+    def _party_of(self, chan: TrackedChannel) -> Party:
         if chan.is_trunk:
             return Party.CALLER
         state = chan.call
@@ -523,7 +463,7 @@ class CallTracker:
             self._leaves_by_transfer(transferer, transferee)
         state.transfers.append(
             Transfer(
-                at=_utc(ev.ts),  # type: ignore[arg-type]
+                at=utc(ev.ts),  # type: ignore[arg-type]
                 kind="blind",
                 from_extension=transferer.extension if transferer else None,
                 to_extension=ev.extension or None,
@@ -531,7 +471,7 @@ class CallTracker:
         )
         return []
 
-    def _leaves_by_transfer(self, transferer: _Channel, stays: _Channel | None) -> None:
+    def _leaves_by_transfer(self, transferer: TrackedChannel, stays: TrackedChannel | None) -> None:
         """The transferring agent's leg goes away without the call ending: its hangup is not
         a party hanging up, and if it was the primary channel the remaining party takes over."""
         transferer.answered = False
@@ -560,7 +500,7 @@ class CallTracker:
         to_extension = target.extension if target is not None else None
         state.transfers.append(
             Transfer(
-                at=_utc(ev.ts),  # type: ignore[arg-type]
+                at=utc(ev.ts),  # type: ignore[arg-type]
                 kind="attended",
                 from_extension=(first or second).extension if (first or second) else None,
                 to_extension=to_extension,
@@ -570,7 +510,7 @@ class CallTracker:
             state.agent_extension = to_extension
         return out
 
-    def _merge(self, consult: _CallState, into: _CallState, ts: float) -> list[CallEvent]:
+    def _merge(self, consult: CallState, into: CallState, ts: float) -> list[CallEvent]:
         """Fold a consult call into the call it was transferred into.
 
         The consult call's own record ends here (COMPLETED, `merged_into` in its data) so a CRM
@@ -612,7 +552,7 @@ class CallTracker:
             chan.answered = True
             if state.direction is Direction.INTERNAL:
                 state.direction = Direction.OUTBOUND
-                state.called_number = _clean(ev.caller_num) or state.called_number
+                state.called_number = clean(ev.caller_num) or state.called_number
         else:
             return []
         if state.answered_sent or state.hangup_sent:
@@ -674,7 +614,7 @@ class CallTracker:
 
     # -- endings --------------------------------------------------------------------------
 
-    def _finish_conversation(self, state: _CallState, ts: float) -> list[CallEvent]:
+    def _finish_conversation(self, state: CallState, ts: float) -> list[CallEvent]:
         if state.hangup_sent:
             return []
         state.hangup_sent = True
@@ -682,11 +622,11 @@ class CallTracker:
         if state.terminating_party is None:
             state.terminating_party = Party.SYSTEM
         out = [self._emit(state, EventKind.HANGUP, ts)]
-        if self._is_dropped(state):
+        if is_dropped(state):
             out.append(self._emit(state, EventKind.DROPPED, ts))
         return out
 
-    def _complete(self, state: _CallState, ts: float) -> list[CallEvent]:
+    def _complete(self, state: CallState, ts: float) -> list[CallEvent]:
         out = self._finish_conversation(state, ts)
         self._calls.pop(state.call_id, None)
         for linkedid in state.linkedids:
@@ -695,7 +635,7 @@ class CallTracker:
         out.append(self._emit(state, EventKind.COMPLETED, ts, ended=True))
         return out
 
-    def _close_reconciled(self, state: _CallState, ts: float) -> list[CallEvent]:
+    def _close_reconciled(self, state: CallState, ts: float) -> list[CallEvent]:
         """The PBX no longer has this call (restart, kill, lost Hangup): close it ourselves."""
         state.reconciled = True
         for uniqueid in state.channels:
@@ -705,106 +645,9 @@ class CallTracker:
             state.talk_end_ts = ts
         return self._complete(state, ts)
 
-    def _is_dropped(self, state: _CallState) -> bool:
-        if state.direction is not Direction.INBOUND:
-            return False
-        if state.answer_ts is not None or state.voicemail_left:
-            return False
-        # A pure IVR call the PBX answered and ended itself was served, not dropped.
-        served_by_ivr = (
-            state.pbx_answered
-            and state.first_ring_ts is None
-            and state.terminating_party is Party.SYSTEM
-        )
-        return not served_by_ivr
-
-    # -- snapshots ------------------------------------------------------------------------
-
-    def _disposition(self, state: _CallState) -> Disposition | None:
-        if state.answer_ts is not None:
-            return Disposition.ANSWERED
-        if state.voicemail_left:
-            return Disposition.VOICEMAIL
-        if not state.hangup_sent:
-            return None
-        status = state.last_dial_status
-        if status == "BUSY":
-            return Disposition.BUSY
-        if status == "NOANSWER":
-            return Disposition.NO_ANSWER
-        if status == "CANCEL":
-            return Disposition.ABANDONED
-        if status in _FAILED_DIAL_STATUSES or status == "ANSWER":
-            # ANSWER without a conversation: the agent took a click-to-call, the client never did.
-            return Disposition.FAILED
-        if state.first_ring_ts is not None:
-            # Still ringing when it ended: the caller gave up, or the ring timed out.
-            if state.terminating_party is Party.CALLER:
-                return Disposition.ABANDONED
-            return Disposition.NO_ANSWER
-        if state.pbx_answered:
-            if state.terminating_party is Party.CALLER:
-                return Disposition.ABANDONED
-            return Disposition.ANSWERED
-        return Disposition.FAILED
-
-    def _ring_seconds(self, state: _CallState) -> float:
-        if state.answer_ts is not None:
-            return state.answer_ring_seconds
-        if state.first_ring_ts is None:
-            return 0.0
-        end = state.last_dial_end_ts
-        if end is None or state.dial_started:
-            end = state.end_ts if state.end_ts is not None else state.last_ts
-        return max(0.0, end - state.first_ring_ts)
-
-    def _build(self, state: _CallState, ended: bool = False) -> Call:
-        talk = 0.0
-        if state.answer_ts is not None:
-            talk_end = state.talk_end_ts or state.end_ts
-            if talk_end is not None:
-                talk = max(0.0, talk_end - state.answer_ts)
-        recording_url = None
-        if state.recording_file:
-            recording_url = self.rules.recording_url_template.format(
-                file=state.recording_file, call_id=state.call_id, pbx_id=self.pbx_id
-            )
-        agent = state.agent_extension
-        if agent is None and state.rang:
-            agent = state.rang[-1]
-        return Call(
-            call_id=state.call_id,
-            pbx_id=self.pbx_id,
-            source=self.source,
-            direction=state.direction,
-            caller_number=state.caller_number,
-            caller_name=state.caller_name,
-            called_number=state.called_number,
-            agent_extension=agent,
-            rang_extensions=list(state.rang),
-            start_time=_utc(state.start_ts),
-            answer_time=_utc(state.answer_ts),
-            end_time=_utc(state.end_ts),
-            ring_seconds=round(self._ring_seconds(state), 3),
-            talk_seconds=round(talk, 3),
-            disposition=self._disposition(state),
-            terminating_party=state.terminating_party,
-            hangup_cause=state.hangup_cause,
-            hangup_cause_text=state.hangup_cause_text,
-            recording_file=state.recording_file,
-            recording_url=recording_url,
-            queue=state.queue,
-            transfers=list(state.transfers),
-            voicemail=state.voicemail_left,
-            reconciled=state.reconciled,
-            originate_id=state.originate_id,
-            variables=dict(state.variables),
-            ended=ended,
-        )
-
     def _emit(
         self,
-        state: _CallState,
+        state: CallState,
         kind: EventKind,
         ts: float,
         *,
@@ -817,14 +660,15 @@ class CallTracker:
             call_id=state.call_id,
             seq=state.seq,
             kind=kind,
-            at=_utc(ts),  # type: ignore[arg-type]
-            call=self._build(state, ended=ended),
+            at=utc(ts),  # type: ignore[arg-type]
+            call=build_call(
+                state,
+                pbx_id=self.pbx_id,
+                source=self.source,
+                recording_url_template=self.rules.recording_url_template,
+                ended=ended,
+            ),
             extension=extension,
             data=data or {},
         )
 
-
-def _clean(value: str | None) -> str | None:
-    if not value or value == "<unknown>" or value == "s":
-        return None
-    return value
