@@ -44,7 +44,7 @@ class Pipeline:
         self.pbx_id = pbx_id
         self.tracker = CallTracker(rules, pbx_id=pbx_id, source=source)
         self.clock = clock or PbxClock()
-        self._pending: set[asyncio.Task[None]] = set()
+        self._pending: set[asyncio.Future[None]] = set()
         self._call_listeners: list[CallEventListener] = []
         self._frame_listeners: list[FrameListener] = []
         self.events_seen = 0
@@ -148,25 +148,26 @@ class Pipeline:
     # -- output ---------------------------------------------------------------------------
 
     def _persist(self, call_events: list[CallEvent]) -> None:
-        # One record() per call, in order; the store's writer keeps submission order.
+        # Submitted synchronously, in arrival order: the store's writer commits in that order,
+        # so each call's steps reach the outbox in sequence without a task per step.
         by_call: dict[str, list[CallEvent]] = {}
         for call_event in call_events:
             by_call.setdefault(call_event.call_id, []).append(call_event)
         for events in by_call.values():
-            task = asyncio.ensure_future(self._record(events))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            future = self.store.submit_record(events[-1].call, events, self.adapters)
+            self._pending.add(future)
+            future.add_done_callback(lambda done, events=events: self._recorded(done, events))
         metrics.calls_active.set(self.tracker.active_calls)
 
-    async def _record(self, events: list[CallEvent]) -> None:
-        try:
-            await self.store.record(events[-1].call, events, self.adapters)
-        except Exception:
+    def _recorded(self, done: asyncio.Future[None], events: list[CallEvent]) -> None:
+        self._pending.discard(done)
+        if done.cancelled() or done.exception() is not None:
             self.write_errors += 1
-            log.exception(
-                "could not store call %s events %s",
+            log.error(
+                "could not store call %s events %s: %r",
                 events[0].call_id,
                 [event.kind.value for event in events],
+                None if done.cancelled() else done.exception(),
             )
             return
         for event in events:
