@@ -145,19 +145,31 @@ class Pipeline:
         self._persist([event])
         return event
 
+    async def add_call_events(self, call_events: Sequence[CallEvent]) -> None:
+        """Record steps another switch reported whole (a 3CX journal entry), in order.
+
+        They take the same path as the PBX's own (store, outbox, listeners); returns once
+        committed, raising if the store could not keep them.
+        """
+        futures = self._persist(list(call_events))
+        await asyncio.gather(*futures)
+
     # -- output ---------------------------------------------------------------------------
 
-    def _persist(self, call_events: list[CallEvent]) -> None:
+    def _persist(self, call_events: list[CallEvent]) -> list[asyncio.Future[None]]:
         # Submitted synchronously, in arrival order: the store's writer commits in that order,
         # so each call's steps reach the outbox in sequence without a task per step.
         by_call: dict[str, list[CallEvent]] = {}
         for call_event in call_events:
             by_call.setdefault(call_event.call_id, []).append(call_event)
+        futures: list[asyncio.Future[None]] = []
         for events in by_call.values():
             future = self.store.submit_record(events[-1].call, events, self.adapters)
             self._pending.add(future)
             future.add_done_callback(lambda done, events=events: self._recorded(done, events))
+            futures.append(future)
         metrics.calls_active.set(self.tracker.active_calls)
+        return futures
 
     def _recorded(self, done: asyncio.Future[None], events: list[CallEvent]) -> None:
         self._pending.discard(done)

@@ -111,6 +111,7 @@ class Service:
                     originate_service=self.originate,
                     lookup=self.scripts.lookup,
                     metrics_registry=metrics.REGISTRY,
+                    pipeline=self.pipeline,
                 )
             )
             log.info("HTTP port on %s:%d", settings.http.host, self.http_port)
