@@ -30,7 +30,7 @@ IP_KEY = web.RequestKey("pbxcrm_client_ip", str)
 
 @dataclass(frozen=True, slots=True)
 class Presented:
-    method: str  # header_token | path_token | basic | params
+    method: str  # header_token | path_token | basic | params | query_token
     token: str | None = None
     username: str | None = None
     password: str | None = None
@@ -104,7 +104,7 @@ async def presented_credentials(request: web.Request, methods: list[str]) -> lis
         user, sep, password = decoded.partition(":")
         if sep:
             found.append(Presented("basic", username=user, password=password))
-    if "params" in methods:
+    if "params" in methods or "query_token" in methods:
         fields: dict[str, str] = dict(request.query)
         if request.method == "POST" and request.content_type in (
             "application/x-www-form-urlencoded",
@@ -112,10 +112,15 @@ async def presented_credentials(request: web.Request, methods: list[str]) -> lis
         ):
             form = await request.post()
             fields.update({k: v for k, v in form.items() if isinstance(v, str)})
-        if "username" in fields and "password" in fields:
+        if "params" in methods and "username" in fields and "password" in fields:
             found.append(
                 Presented("params", username=fields["username"], password=fields["password"])
             )
+        if "query_token" in methods:
+            # 3CX call flows are hand-written: `Token=` and ` token=` are the same field.
+            for key, value in fields.items():
+                if key.strip().lower() == "token" and value.strip():
+                    found.append(Presented("query_token", token=value.strip()))
     return found
 
 

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from ari_app.originate import OriginateService
+    from ari_app.pipeline import Pipeline
     from ari_app.settings import Settings
 
 
@@ -21,6 +22,7 @@ class HttpDeps:
     originate_service: OriginateService | None = None  # None: click-to-call answers 503
     lookup: Any | None = None
     metrics_registry: CollectorRegistry | None = None  # None: prometheus_client's default
+    pipeline: Pipeline | None = None  # None: 3CX journal and notes answer 503
 
 
 DEPS_KEY = web.AppKey("pbxcrm_http_deps", HttpDeps)

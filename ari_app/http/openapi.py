@@ -25,12 +25,19 @@ _SECURITY_SCHEMES = {
         "name": "username",
         "description": "`username` and `password` as query or form fields",
     },
+    "queryToken": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "`token` as a query or form field (cal4care DBN)",
+    },
 }
 _METHOD_SCHEMES = {
     "header_token": ["bearerToken", "headerToken"],
     "basic": ["basic"],
     "params": ["usernamePassword"],
     "path_token": [],  # the `{token}` path parameter itself
+    "query_token": ["queryToken"],
 }
 
 

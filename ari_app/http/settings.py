@@ -14,13 +14,14 @@ from typing import Literal
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ari_app.http.threecx_settings import ThreeCxSettings
 from crm.secrets import Secret
 
 Network = IPv4Network | IPv6Network
 
 # A route family is a group of routes that share one auth rule (one per module in ari_app/http/).
 RouteFamily = Literal[
-    "originate", "calls", "recordings", "creatio", "fixdigital", "metrics", "openapi"
+    "originate", "calls", "recordings", "creatio", "fixdigital", "metrics", "openapi", "3cx"
 ]
 ROUTE_FAMILIES: tuple[RouteFamily, ...] = (
     "originate",
@@ -30,12 +31,14 @@ ROUTE_FAMILIES: tuple[RouteFamily, ...] = (
     "fixdigital",
     "metrics",
     "openapi",
+    "3cx",
 )
 
 # header_token: `Authorization: Bearer <t>` or `X-Api-Token: <t>`; path_token: the `{token}`
 # segment of the vendor URL shapes; basic: HTTP basic; params: `username`/`password` as query or
-# form fields (FixDigital's dialer sends credentials that way).
-AuthMethod = Literal["header_token", "path_token", "basic", "params"]
+# form fields (FixDigital's dialer sends credentials that way); query_token: a `token` query or
+# form field (the cal4care DBN API: `/3cx/query?cid=&token=`).
+AuthMethod = Literal["header_token", "path_token", "basic", "params", "query_token"]
 
 _ANYWHERE: list[Network] = [IPv4Network("0.0.0.0/0"), IPv6Network("::/0")]
 
@@ -82,6 +85,7 @@ def _default_routes() -> dict[RouteFamily, RouteAuth]:
         "fixdigital": RouteAuth(methods=["basic", "params"]),
         "metrics": RouteAuth(methods=header),
         "openapi": RouteAuth(methods=header),
+        "3cx": RouteAuth(methods=["query_token", *header]),
     }
 
 
@@ -162,6 +166,7 @@ class HttpSettings(BaseModel):
     routes: dict[RouteFamily, RouteAuth] = Field(default_factory=_default_routes)
     originate: OriginateSettings = Field(default_factory=OriginateSettings)
     history_max_limit: int = Field(default=500, ge=1, le=10000)
+    threecx: ThreeCxSettings = Field(default_factory=ThreeCxSettings)
 
     @field_validator("routes")
     @classmethod
