@@ -86,8 +86,10 @@ def build_stream(
     per_scenario: list[list[list[bytes]]] = []
     banner = login = b""
     for scenario in scenarios:
-        banner, login, frames = _split(replicate(ami_path(scenario), copies))
-        per = len(frames) // copies
+        banner, login, frames = _split(replicate(ami_path(scenario), max(1, copies)))
+        if copies == 0:
+            frames = []
+        per = len(frames) // max(1, copies)
         assert per * copies == len(frames), f"{scenario}: copies differ in length"
         copy_frames = [frames[i * per : (i + 1) * per] for i in range(copies)]
         if open_calls_only:
@@ -99,7 +101,7 @@ def build_stream(
     ]
     per_copy = len(copies_frames[0]) if copies_frames else 0
     frames: list[bytes] = []
-    for start in range(0, copies, interleave):
+    for start in range(0, copies, max(1, interleave)):
         group = copies_frames[start : start + interleave]
         frames.extend(_round_robin(group))
     return Stream(banner, login, frames, copies, per_copy)
