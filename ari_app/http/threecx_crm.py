@@ -1,0 +1,96 @@
+"""What config/3cx/pbxcrm.xml (a 3CX server-side CRM template) calls: contact lookup for the
+screen pop and call journaling (`ReportCall`), which becomes a pbxcrm call for every dialect.
+
+    GET  /3cx/crm/lookup?number=<[Number]>  -> {"contacts": [{"id", "firstName", ...}]}
+    POST /3cx/crm/journal                   -> {"success": true, "call_id": ..., "duplicate": ...}
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ari_app.http.deps import DEPS_KEY
+from ari_app.http.errors import json_error, validation_error
+from ari_app.http.routing import RouteSpec
+from ari_app.http.threecx import BadFields, request_fields
+from ari_app.http.threecx_lookup import find_callers
+from ari_app.threecx_journal import JournalEntry, clean_number, record_journal_entry
+from crm.numbers import digits_only
+
+log = logging.getLogger("pbxcrm.3cx")
+
+
+class LookupQuery(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    number: str = Field(description="The number as 3CX formats it ([Number])")
+
+
+async def crm_lookup(request: web.Request) -> web.Response:
+    try:
+        fields = await request_fields(request)
+    except BadFields as exc:
+        return json_error(exc.status, exc.error)
+    number = clean_number(fields.get("number", ""))
+    if not digits_only(number) or len(number) > 64:
+        return json_error(
+            422, "invalid request", fields=[{"field": "number", "message": "not a phone number"}]
+        )
+    callers = await find_callers(request.app[DEPS_KEY], number)
+    return web.json_response({"contacts": [caller.as_json() for caller in callers]})
+
+
+async def crm_journal(request: web.Request) -> web.Response:
+    deps = request.app[DEPS_KEY]
+    try:
+        fields = await request_fields(request)
+        entry = JournalEntry.model_validate(fields)
+    except BadFields as exc:
+        return json_error(exc.status, exc.error)
+    except ValidationError as exc:
+        log.warning(
+            "3cx journal entry refused: %s",
+            "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                for e in exc.errors(include_url=False, include_input=False)
+            ),
+        )
+        return validation_error(exc)
+    if deps.pipeline is None:
+        log.error("3cx journal entry refused: no call pipeline wired into the HTTP port")
+        return json_error(503, "call journaling is not available")
+    outcome = await record_journal_entry(deps.pipeline, entry)
+    return web.json_response(
+        {"success": True, "call_id": outcome.call_id, "duplicate": outcome.duplicate}
+    )
+
+
+ROUTES = [
+    RouteSpec(
+        "GET",
+        "/3cx/crm/lookup",
+        crm_lookup,
+        "3cx",
+        "3CX CRM template: contact lookup by number",
+        query=LookupQuery,
+        responses={200: "Contacts found ([] when none)", 422: "Invalid number"},
+        tags=("3cx",),
+    ),
+    RouteSpec(
+        "POST",
+        "/3cx/crm/journal",
+        crm_journal,
+        "3cx",
+        "3CX CRM template: call journaling (ReportCall)",
+        body=JournalEntry,
+        responses={
+            200: "Recorded (duplicate: true when it was already)",
+            422: "Invalid field",
+            503: "Journaling not available",
+        },
+        tags=("3cx",),
+    ),
+]
