@@ -8,7 +8,17 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
-from ari_app.http import calls, creatio, fixdigital, health, openapi, originate_routes, recordings
+from ari_app.http import (
+    calls,
+    creatio,
+    fixdigital,
+    health,
+    openapi,
+    originate_routes,
+    recordings,
+    threecx,
+    threecx_crm,
+)
 from ari_app.http.deps import DEPS_KEY, HttpDeps
 from ari_app.http.middleware import security_middleware
 from ari_app.http.routing import FAMILY_KEY, RouteSpec
@@ -24,6 +34,8 @@ ALL_ROUTES: list[RouteSpec] = [
     *calls.ROUTES,
     *creatio.ROUTES,
     *fixdigital.ROUTES,
+    *threecx.ROUTES,
+    *threecx_crm.ROUTES,
     *recordings.ROUTES,
 ]
 
