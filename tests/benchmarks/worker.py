@@ -65,6 +65,14 @@ class Link:
         return message
 
 
+def deployed_logging() -> None:
+    """Log as `pbxcrm run` does by default (INFO, one line per call step or delivery), to
+    this worker's stderr file: the figures include what logging costs."""
+    from ari_app.logs import setup_logging
+
+    setup_logging("INFO")
+
+
 class WorkerError(RuntimeError):
     """A worker process failed; the message carries its stderr tail."""
 
