@@ -1,10 +1,13 @@
 """The AMI connection: login, reconnect, ping watchdog, actions sent at most once.
 
-Written on asyncio's Protocol rather than on panoramisk's Manager: panoramisk 1.4 re-sends
-actions queued while disconnected after a reconnect (an Originate could ring a phone twice),
-retries at a fixed interval, never checks its Ping replies, and its parser is the ingest
-ceiling. What remains of it once those are replaced (login and ActionID matching) is the
-small part below. docs/ami.md has the longer reasoning.
+Built on panoramisk, as the brief asks: each TCP connection is a panoramisk `AMIProtocol`
+(subclassed in `ari_app.ami_protocol`) and every action, Login and Ping included, is a
+panoramisk `Action`, serialised, matched to its answer and collected (list events) by
+panoramisk. panoramisk's `Manager` is not used: it re-sends actions queued while disconnected
+after a reconnect (an Originate could ring a phone twice), retries at a fixed interval and
+never checks its Ping replies. This module is the small connection manager in its place:
+capped exponential backoff with jitter, a ping watchdog that aborts a silent connection, and
+actions refused (never queued) while disconnected. docs/ami.md has the longer reasoning.
 
 Events go to `on_frame` synchronously, straight from `data_received`, in wire order.
 """
@@ -13,101 +16,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import os
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 
+from ari_app.ami_errors import (
+    AmiActionTimeout,
+    AmiConnectionLost,
+    AmiError,
+    AmiLoginError,
+    AmiNotConnected,
+)
+from ari_app.ami_protocol import AmiProtocol, AmiResponse, build_action, new_action_id, response_of
 from ari_app.frames import Frame, FrameFilter, FrameReader
 from ari_app.pbx_settings import AmiSettings
 
+__all__ = [
+    "AmiActionTimeout",
+    "AmiClient",
+    "AmiConnectionLost",
+    "AmiError",
+    "AmiLoginError",
+    "AmiNotConnected",
+    "AmiResponse",
+]
+
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("pbxcrm.audit")
-
-# One counter for the whole process: ActionIDs never repeat, whatever client sent them.
-_action_ids = itertools.count(1)
-_ACTION_ID_PREFIX = f"pbxcrm-{os.getpid()}-"
-
-
-class AmiError(Exception):
-    """Base of the AMI client's errors."""
-
-
-class AmiLoginError(AmiError):
-    """Asterisk refused the username/secret (the message names the user, never the secret)."""
-
-
-class AmiNotConnected(AmiError):
-    """Not logged in right now: the action was NOT sent and never will be."""
-
-
-class AmiActionTimeout(AmiError):
-    """Sent, but no complete answer in time. It may have run; it is never re-sent."""
-
-
-class AmiConnectionLost(AmiError):
-    """Sent, but the connection dropped before the answer. It may have run; never re-sent."""
-
-
-@dataclass(slots=True, frozen=True)
-class AmiResponse:
-    """The `Response:` frame of an action and, for list actions (CoreShowChannels, Status
-    ...), the list events that followed; `complete` is the closing `...Complete` event."""
-
-    response: Frame
-    events: list[Frame] = field(default_factory=list)
-    complete: Frame | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.response.get("Response", "").lower() in ("success", "follows", "goodbye")
-
-    @property
-    def message(self) -> str:
-        return self.response.get("Message", "")
-
-    @property
-    def action_id(self) -> str:
-        return self.response.get("ActionID", "")
-
-
-@dataclass(slots=True, eq=False)
-class _Pending:
-    name: str
-    future: asyncio.Future[AmiResponse]
-    response: Frame | None = None
-    events: list[Frame] = field(default_factory=list)
-    is_list: bool = False
-
-
-def _is_list_start(response: Frame) -> bool:
-    if response.get("Response", "").lower() not in ("success", "follows"):
-        return False
-    return (
-        response.get("EventList", "").lower() == "start"
-        or "will follow" in response.get("Message", "").lower()
-    )
-
-
-class _AmiProtocol(asyncio.Protocol):
-    def __init__(self, client: AmiClient) -> None:
-        self.client = client
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.client._on_frames(self, self.client.reader.feed(data))
-
-    def eof_received(self) -> bool | None:
-        return None  # close our side too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.client._on_connection_lost(self, exc)
 
 
 class AmiClient:
@@ -131,10 +66,8 @@ class AmiClient:
         self.connected = False
         self.banner: str | None = None
         self.last_error: AmiError | OSError | None = None
-        self._protocol: _AmiProtocol | None = None
-        self._pending: dict[str, _Pending] = {}
+        self._protocol: AmiProtocol | None = None
         self._lost: asyncio.Future[str] | None = None
-        self._drop_reason: str | None = None
         self._originated: set[str] = set()
         self._changed = asyncio.Event()
         self._stop = asyncio.Event()
@@ -159,8 +92,8 @@ class AmiClient:
             with contextlib.suppress(AmiError):
                 await self._request({"Action": "Logoff"}, timeout=1.0)
         protocol = self._protocol
-        if protocol is not None and protocol.transport is not None:
-            protocol.transport.close()
+        if protocol is not None:
+            protocol.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -221,10 +154,13 @@ class AmiClient:
         loop = asyncio.get_running_loop()
         settings = self.settings
         self.reader.reset()
-        self._drop_reason = None
         self._lost = loop.create_future()
         _, protocol = await asyncio.wait_for(
-            loop.create_connection(lambda: _AmiProtocol(self), settings.host, settings.port),
+            loop.create_connection(
+                lambda: AmiProtocol(self.reader, self._on_frame, self._on_lost, self._where),
+                settings.host,
+                settings.port,
+            ),
             settings.connect_timeout_seconds,
         )
         self._protocol = protocol
@@ -272,8 +208,8 @@ class AmiClient:
         finally:
             if pinger is not None:
                 pinger.cancel()
-            if protocol.transport is not None and not self._lost.done():
-                protocol.transport.abort()
+            if not self._lost.done():
+                protocol.abort("pbxcrm gave up on the connection")
             self.connected = False
             self._changed.set()
 
@@ -285,97 +221,33 @@ class AmiClient:
         except Exception:
             log.exception("AMI %s: on_connected failed", self._where)
 
-    async def _ping_loop(self, protocol: _AmiProtocol) -> None:
+    async def _ping_loop(self, protocol: AmiProtocol) -> None:
         settings = self.settings
         while True:
             await asyncio.sleep(settings.ping_interval_seconds)
             try:
-                await self._request({"Action": "Ping"}, timeout=settings.ping_timeout_seconds)
+                pong = await self._request(
+                    {"Action": "Ping"}, timeout=settings.ping_timeout_seconds
+                )
             except AmiActionTimeout:
                 # TCP may never notice a dead peer (half-open); only a missing Pong tells.
-                self._drop_reason = (
+                reason = (
                     f"no reply to Ping within {settings.ping_timeout_seconds}s "
                     "(half-open connection)"
                 )
-                log.warning("AMI %s: %s; dropping the connection", self._where, self._drop_reason)
-                if protocol.transport is not None:
-                    protocol.transport.abort()
+                log.warning("AMI %s: %s; dropping the connection", self._where, reason)
+                protocol.abort(reason)
                 return
             except AmiError:
                 return
+            if not pong.ok:
+                # Any answer proves the connection alive; a refusal is worth a line all the same.
+                log.warning("AMI %s: Ping answered %r", self._where, pong.message)
 
-    # -- wire side -------------------------------------------------------------------------
-
-    def _on_frames(self, protocol: _AmiProtocol, frames: list[Frame]) -> None:
-        if protocol is not self._protocol:
-            return
-        pending = self._pending
-        on_frame = self._on_frame
-        shutdown = False
-        for frame in frames:
-            if pending:
-                action_id = frame.get("ActionID")
-                if action_id is not None:
-                    waiter = pending.get(action_id)
-                    if waiter is not None:
-                        self._collect(action_id, waiter, frame)
-                        continue
-            event = frame.get("Event")
-            if event is None:
-                log.debug("AMI: response nobody waits for (late?): %s", frame.get("ActionID"))
-                continue
-            if event == "Shutdown":
-                shutdown = True
-                restart = frame.get("Restart", "")
-                self._drop_reason = f"Asterisk shut down ({frame.get('Shutdown', '?')}"
-                self._drop_reason += ", restarting)" if restart.lower() == "true" else ")"
-            try:
-                on_frame(frame)
-            except Exception:
-                log.exception("AMI: on_frame failed for a %s event; continuing", event)
-        if shutdown and protocol.transport is not None:
-            # Asterisk closes right after; closing first makes the reconnect start now.
-            protocol.transport.close()
-
-    def _collect(self, action_id: str, waiter: _Pending, frame: Frame) -> None:
-        if waiter.response is None and "Response" in frame:
-            waiter.response = frame
-            if _is_list_start(frame):
-                waiter.is_list = True
-                return
-            self._finish(action_id, waiter, None)
-            return
-        if "Event" not in frame:
-            log.debug("AMI: second response for ActionID %s ignored", action_id)
-            return
-        if waiter.is_list and (
-            frame.get("EventList", "").lower() == "complete" or frame["Event"].endswith("Complete")
-        ):
-            self._finish(action_id, waiter, frame)
-            return
-        waiter.events.append(frame)
-
-    def _finish(self, action_id: str, waiter: _Pending, complete: Frame | None) -> None:
-        self._pending.pop(action_id, None)
-        if not waiter.future.done() and waiter.response is not None:
-            waiter.future.set_result(AmiResponse(waiter.response, waiter.events, complete))
-
-    def _on_connection_lost(self, protocol: _AmiProtocol, exc: Exception | None) -> None:
+    def _on_lost(self, protocol: AmiProtocol, reason: str) -> None:
         if protocol is not self._protocol:
             return
         self.connected = False
-        reason = self._drop_reason or (
-            f"connection error: {exc}" if exc else "the server closed the connection"
-        )
-        pending, self._pending = self._pending, {}
-        for action_id, waiter in pending.items():
-            if not waiter.future.done():
-                waiter.future.set_exception(
-                    AmiConnectionLost(
-                        f"AMI {self._where}: connection lost before the answer to "
-                        f"{waiter.name} (ActionID {action_id}): {reason}; it is not re-sent"
-                    )
-                )
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(reason)
         self._changed.set()
@@ -402,7 +274,7 @@ class AmiClient:
         action = dict(action)
         if action.setdefault("Action", "Originate").lower() != "originate":
             raise ValueError(f"originate() sends Originate, not {action['Action']!r}")
-        action_id = _action_id_of(action) or _new_action_id()
+        action_id = _action_id_of(action) or new_action_id()
         action["ActionID"] = action_id
         if action_id in self._originated:
             raise ValueError(f"Originate ActionID {action_id} was already sent once; not again")
@@ -431,43 +303,23 @@ class AmiClient:
 
     async def _request(self, action: Mapping[str, str], *, timeout: float | None) -> AmiResponse:
         protocol = self._protocol
-        if protocol is None or protocol.transport is None or protocol.transport.is_closing():
+        if protocol is None or not protocol.is_open:
             raise AmiNotConnected(f"AMI {self._where} not connected: not sent")
-        name = action.get("Action")
-        if not name:
-            raise ValueError("an AMI action needs an 'Action' header")
-        action_id = _action_id_of(action) or _new_action_id()
-        if action_id in self._pending:
-            raise ValueError(f"ActionID {action_id} is already waiting for an answer")
-        lines = [f"Action: {name}", f"ActionID: {action_id}"]
-        for key, value in action.items():
-            if key.lower() in ("action", "actionid"):
-                continue
-            if not isinstance(value, str):
-                raise ValueError(f"AMI {name}: header {key!r} must be a string")
-            if "\r" in key or "\n" in key or ":" in key or "\r" in value or "\n" in value:
-                # A line break would let a value inject headers or a whole second action.
-                raise ValueError(f"AMI {name}: header {key!r} contains a line break or colon")
-            lines.append(f"{key}: {value}")
-        payload = ("\r\n".join(lines) + "\r\n\r\n").encode()
-        future: asyncio.Future[AmiResponse] = asyncio.get_running_loop().create_future()
-        self._pending[action_id] = _Pending(name, future)
+        built = build_action(action, _action_id_of(action))
+        name, action_id = built["Action"], built.id
+        future = protocol.send(built)
         log.debug("AMI -> %s (ActionID %s)", name, action_id)  # never the headers: Secret
-        protocol.transport.write(payload)
         wait = self.settings.action_timeout_seconds if timeout is None else timeout
         try:
-            return await asyncio.wait_for(future, wait)
+            result = await asyncio.wait_for(future, wait)
         except TimeoutError:
             raise AmiActionTimeout(
                 f"AMI {self._where}: no answer to {name} (ActionID {action_id}) within "
                 f"{wait}s; it is not re-sent"
             ) from None
         finally:
-            self._pending.pop(action_id, None)
-
-
-def _new_action_id() -> str:
-    return f"{_ACTION_ID_PREFIX}{next(_action_ids)}"
+            protocol.forget(built)
+        return response_of(result)
 
 
 def _action_id_of(action: Mapping[str, str]) -> str | None:
