@@ -9,6 +9,7 @@ template documentation describes them.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -253,3 +254,20 @@ async def test_the_journal_endpoint_refuses_requests_without_credentials(tmp_pat
             ) as resp:
                 assert resp.status == 401
                 assert resp.headers["WWW-Authenticate"].startswith("Basic")
+
+
+async def test_the_same_entry_sent_twice_at_once_is_recorded_once(tmp_path: Path) -> None:
+    async with running_site(tmp_path) as site:
+        template = runner(site)
+        variables = report("Missed")
+        runs = await asyncio.gather(
+            template.report_call(**dict(variables)), template.report_call(**dict(variables))
+        )
+        assert sorted(run.response["duplicate"] for run in runs) == [False, True]
+        call_id = runs[0].response["call_id"]
+        await wait_for(lambda: len(kinds(site.events(), call_id)) == 4)
+        assert site.service.store is not None
+        rows = await site.service.store.reader.execute_fetchall(
+            "SELECT COUNT(*) FROM outbox WHERE call_id = ?", (call_id,)
+        )
+        assert rows[0][0] == 4  # one delivery per step to the webhook; dbn takes only notes
