@@ -7,10 +7,12 @@ import logging
 from pathlib import Path
 
 import pytest
+from panoramisk.actions import Action
 
 from ari_app.ami import (
     AmiActionTimeout,
     AmiClient,
+    AmiConnectionLost,
     AmiLoginError,
     AmiNotConnected,
     AmiResponse,
@@ -407,3 +409,178 @@ def test_reconnect_backoff_grows_and_never_exceeds_the_cap():
 def test_settings_refuse_a_reconnect_cap_above_a_minute():
     with pytest.raises(ValueError):
         settings_for(1, reconnect_max_seconds=61)
+
+
+# -- panoramisk underneath ----------------------------------------------------------------
+
+BANNER = b"Asterisk Call Manager/11.0.0\r\n"  # as in every recording
+
+
+class WirePbx:
+    """A hand-written AMI server for what no recording holds (an action left unanswered when
+    the connection drops, QueueAdd's answer). `script(n, conn)` runs connection n (0, 1 ...);
+    every action each connection received is kept in `actions[n]`. Login answers are the
+    recordings' (`Response: Success` / `Message: Authentication accepted`)."""
+
+    def __init__(self, script) -> None:
+        self.script = script
+        self.actions: list[list[dict[str, str]]] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> WirePbx:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received: list[dict[str, str]] = []
+        self.actions.append(received)
+        conn = _WireConnection(reader, writer, received)
+        writer.write(BANNER)
+        try:
+            login = await conn.read()
+            conn.answer(login, "Response: Success", "Message: Authentication accepted")
+            await self.script(len(self.actions) - 1, conn)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+class _WireConnection:
+    def __init__(self, reader, writer, received) -> None:
+        self.reader, self.writer, self.received = reader, writer, received
+
+    async def read(self) -> dict[str, str]:
+        block = (await self.reader.readuntil(b"\r\n\r\n")).decode()
+        action = dict(line.split(": ", 1) for line in block.split("\r\n") if line)
+        self.received.append(action)
+        return action
+
+    def answer(self, action: dict[str, str], *lines: str) -> None:
+        head, *rest = lines
+        frame = [head, f"ActionID: {action['ActionID']}", *rest]
+        self.writer.write(("\r\n".join(frame) + "\r\n\r\n").encode())
+
+    async def serve_quietly(self) -> None:
+        """Answer Ping and Logoff as Asterisk does, until the client goes."""
+        while True:
+            action = await self.read()
+            if action["Action"] == "Ping":
+                self.answer(action, "Response: Success", "Ping: Pong", "Timestamp: 1.0")
+            elif action["Action"] == "Logoff":
+                self.answer(action, "Response: Goodbye", "Message: Thanks for all the fish.")
+                await self.writer.drain()
+                return
+
+
+async def test_actions_in_flight_when_the_connection_drops_fail_and_are_never_sent_again():
+    """The scenario panoramisk's own Manager gets wrong: its AMIProtocol.close() queues the
+    unanswered actions in `awaiting_actions` and the Manager re-sends them after the next
+    login. Hand-built (no recording has a connection dying with an action unanswered)."""
+
+    async def script(n: int, conn: _WireConnection) -> None:
+        if n == 0:
+            await conn.read()
+            await conn.read()
+            return  # both actions read, neither answered: the connection dies
+        await conn.serve_quietly()
+
+    seen = Collector()
+    async with WirePbx(script) as pbx:
+        client = client_for(pbx, seen)
+        await client.start()
+        await client.wait_connected(timeout=5)
+        originate = asyncio.ensure_future(
+            client.originate({"Channel": "PJSIP/101", "Exten": "100"}, timeout=5)
+        )
+        status = asyncio.ensure_future(client.send_action({"Action": "Status"}, timeout=5))
+        done, _ = await asyncio.wait([originate, status], timeout=5)
+        await seen.until(lambda: seen.connected == 2)
+        pong = await client.send_action({"Action": "Ping"})
+        await client.stop()
+
+    assert len(done) == 2
+    for attempt, name in ((originate, "Originate"), (status, "Status")):
+        with pytest.raises(AmiConnectionLost, match=f"{name}.*not re-sent"):
+            attempt.result()
+    assert pong.ok
+    assert [a["Action"] for a in pbx.actions[0]] == ["Login", "Originate", "Status"]
+    assert [a["Action"] for a in pbx.actions[1]] == ["Login", "Ping", "Logoff"]
+
+
+async def test_login_originate_and_core_show_channels_are_panoramisk_actions_on_the_wire():
+    seen = Collector()
+    (action,) = sent_actions(recording("click_to_call_originate"))
+    async with FakePbx(recording("click_to_call_originate")) as pbx:
+        client = client_for(pbx, seen)
+        await client.start()
+        await client.wait_connected(timeout=5)
+        channels = await client.send_action({"Action": "CoreShowChannels"})
+        answer = await client.originate(action, timeout=2)
+        await client.stop()
+
+    assert channels.ok and channels.complete is not None and answer.ok
+    names = [a["Action"] for a in pbx.received_actions]
+    assert names == ["Login", "CoreShowChannels", "Originate", "Logoff"]
+    ours = f"action/{Action.action_id_generator.uid}/"
+    for received in pbx.received_actions:
+        # panoramisk's ActionID generator, and its serialiser (headers in sorted order).
+        assert received["ActionID"].startswith(ours)
+        assert list(received) == sorted(received)
+    assert answer.action_id == pbx.received_actions[2]["ActionID"]
+
+
+async def test_an_answer_panoramisk_would_take_for_a_list_completes_the_action_at_once():
+    """panoramisk's `Action.multi` reads "Added ... to queue" as the start of a list and would
+    wait for list events that never come. The answer is built from Asterisk's app_queue.c
+    (`astman_send_ack(s, m, "Added interface to queue")`), not recorded."""
+
+    async def script(n: int, conn: _WireConnection) -> None:
+        add = await conn.read()
+        conn.answer(add, "Response: Success", "Message: Added interface to queue")
+        await conn.serve_quietly()
+
+    seen = Collector()
+    async with WirePbx(script) as pbx:
+        client = client_for(pbx, seen)
+        await client.start()
+        await client.wait_connected(timeout=5)
+        added = await client.send_action(
+            {"Action": "QueueAdd", "Queue": "support", "Interface": "PJSIP/101"}, timeout=2
+        )
+        await client.stop()
+    assert added.ok and added.message == "Added interface to queue"
+    assert added.events == [] and added.complete is None
+
+
+async def test_an_originate_with_a_non_ascii_caller_name_reaches_the_pbx_intact():
+    seen = Collector()
+    (action,) = sent_actions(recording("click_to_call_originate"))
+    async with FakePbx(recording("click_to_call_originate")) as pbx:
+        client = client_for(pbx, seen)
+        await client.start()
+        await client.wait_connected(timeout=5)
+        answer = await client.originate({**action, "CallerID": '"Müller" <101>'}, timeout=2)
+        await client.stop()
+    assert answer.ok
+    (sent,) = [a for a in pbx.received_actions if a["Action"] == "Originate"]
+    assert sent["CallerID"] == '"Müller" <101>'
+
+
+async def test_two_headers_differing_only_in_case_are_refused_before_anything_is_sent():
+    seen = Collector()
+    async with FakePbx(recording("inbound_busy_agent")) as pbx:
+        client = client_for(pbx, seen)
+        await client.start()
+        await client.wait_connected(timeout=5)
+        with pytest.raises(ValueError, match="differ only in case"):
+            await client.send_action({"Action": "Ping", "X-Tag": "a", "x-tag": "b"})
+        await client.stop()
+    assert [a["Action"] for a in pbx.received_actions] == ["Login", "Logoff"]
