@@ -1,0 +1,129 @@
+"""Sign-in to the screen pop: one extension per browser session, PIN or token from config.
+
+Sessions live in memory (a restart signs everyone out; the page then shows the sign-in form).
+Wrong secrets count per extension and per address; past `max_failures` sign-in is refused for
+`lockout_seconds`, so a short PIN cannot be guessed by trying them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ari_app.http.agent_settings import AgentLogin, AgentSettings
+
+log = logging.getLogger("pbxcrm.agent")
+
+COOKIE = "pbxcrm_agent"
+
+
+def _same(given: str, expected: str) -> bool:
+    # Digests first: neither the content nor the length of the secret leaks by timing.
+    a = hashlib.sha256(given.encode("utf-8", "surrogateescape")).digest()
+    b = hashlib.sha256(expected.encode("utf-8", "surrogateescape")).digest()
+    return hmac.compare_digest(a, b)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSession:
+    session_id: str
+    extension: str
+    name: str
+    expires: float
+
+
+class SignInRefused(Exception):
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status  # 401 wrong secret, 429 locked out
+        self.why = why  # for the log line; never holds the secret
+
+
+class AgentSessions:
+    def __init__(
+        self, settings: AgentSettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._sessions: dict[str, AgentSession] = {}
+        self._failures: dict[str, list[float]] = {}  # "ext:7181" / "ip:10.0.0.5" -> times
+
+    def sign_in(self, extension: str | None, secret: str, client_ip: str) -> AgentSession:
+        """A new session for the agent whose PIN or token this is, or SignInRefused.
+
+        With an extension the secret may be its PIN or its token; without one only a token
+        identifies the agent (a PIN alone could belong to anyone).
+        """
+        keys = [f"ip:{client_ip}"] + ([f"ext:{extension}"] if extension else [])
+        if any(self._locked(key) for key in keys):
+            raise SignInRefused(429, "too many failed sign-ins; locked out for a while")
+        agent = self._match(extension, secret)
+        if agent is None:
+            for key in keys:
+                self._failures.setdefault(key, []).append(self._clock())
+            raise SignInRefused(401, "wrong extension, PIN or token")
+        for key in keys:
+            self._failures.pop(key, None)
+        self._expire()
+        session = AgentSession(
+            session_id=secrets.token_urlsafe(32),
+            extension=agent.extension,
+            name=agent.name,
+            expires=self._clock() + self.settings.session_hours * 3600.0,
+        )
+        self._sessions[session.session_id] = session
+        return session
+
+    def _match(self, extension: str | None, secret: str) -> AgentLogin | None:
+        matched: AgentLogin | None = None
+        # Every configured secret is compared, match or not: timing says nothing about which.
+        for agent in self.settings.agents:
+            ok = False
+            if agent.token is not None:
+                ok = _same(secret, agent.token.get_secret_value())
+            if extension and agent.pin is not None:
+                pin_ok = _same(secret, agent.pin.get_secret_value())
+                ok = ok or pin_ok
+            if ok and matched is None and (extension is None or agent.extension == extension):
+                matched = agent
+        return matched
+
+    def _locked(self, key: str) -> bool:
+        window_start = self._clock() - self.settings.lockout_seconds
+        recent = [t for t in self._failures.get(key, []) if t >= window_start]
+        if recent:
+            self._failures[key] = recent
+        else:
+            self._failures.pop(key, None)
+        return len(recent) >= self.settings.max_failures
+
+    def get(self, session_id: str | None) -> AgentSession | None:
+        if not session_id:
+            return None
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        if session.expires <= self._clock() or self.settings.login_for(session.extension) is None:
+            self._sessions.pop(session_id, None)
+            return None
+        return session
+
+    def sign_out(self, session_id: str | None) -> None:
+        if session_id:
+            self._sessions.pop(session_id, None)
+
+    def _expire(self) -> None:
+        now = self._clock()
+        for session_id, session in list(self._sessions.items()):
+            if session.expires <= now:
+                del self._sessions[session_id]
+
+    @property
+    def active(self) -> int:
+        self._expire()
+        return len(self._sessions)
