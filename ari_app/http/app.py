@@ -9,6 +9,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
 from ari_app.http import (
+    agent,
     calls,
     creatio,
     fixdigital,
@@ -36,6 +37,7 @@ ALL_ROUTES: list[RouteSpec] = [
     *fixdigital.ROUTES,
     *threecx.ROUTES,
     *threecx_crm.ROUTES,
+    *agent.ROUTES,
     *recordings.ROUTES,
 ]
 
@@ -57,6 +59,7 @@ def build_http_app(deps: HttpDeps) -> web.Application:
         families[route.resource.canonical] = spec.family  # type: ignore[union-attr]
     app[FAMILY_KEY] = families
     app[openapi.DOCUMENT_KEY] = openapi.build_document(ALL_ROUTES, settings)
+    agent.install(app, deps)
     return app
 
 

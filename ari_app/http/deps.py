@@ -10,6 +10,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from ari_app.agent_board import AgentBoard
     from ari_app.originate import OriginateService
     from ari_app.pipeline import Pipeline
     from ari_app.settings import Settings
@@ -23,6 +24,7 @@ class HttpDeps:
     lookup: Any | None = None
     metrics_registry: CollectorRegistry | None = None  # None: prometheus_client's default
     pipeline: Pipeline | None = None  # None: 3CX journal and notes answer 503
+    agent_board: AgentBoard | None = None  # None: the /agent screen pop answers 503
 
 
 DEPS_KEY = web.AppKey("pbxcrm_http_deps", HttpDeps)

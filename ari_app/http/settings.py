@@ -14,6 +14,7 @@ from typing import Literal
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ari_app.http.agent_settings import AgentSettings
 from ari_app.http.threecx_settings import ThreeCxSettings
 from crm.secrets import Secret
 
@@ -167,6 +168,7 @@ class HttpSettings(BaseModel):
     originate: OriginateSettings = Field(default_factory=OriginateSettings)
     history_max_limit: int = Field(default=500, ge=1, le=10000)
     threecx: ThreeCxSettings = Field(default_factory=ThreeCxSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
 
     @field_validator("routes")
     @classmethod
