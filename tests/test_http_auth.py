@@ -25,7 +25,8 @@ from tests.test_http_support import (
 
 def _concrete(canonical: str) -> str:
     # Wrong-but-plausible values: a token of the right length, a well-formed file name.
-    values = {"token": "x" * 26, "file": "1795418967.2.wav", "id": "c2c-0123456789abcdef"}
+    values = {"token": "x" * 26, "file": "1795418967.2.wav", "id": "c2c-0123456789abcdef",
+              "asset": "agent.js", "call_id": "1795417965.0"}
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], canonical)
 
 

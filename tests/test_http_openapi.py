@@ -30,6 +30,10 @@ async def test_the_openapi_document_lists_exactly_the_routed_methods_and_paths(t
             assert in_path == names, (method, path)
             if path == "/healthz":
                 assert operation["security"] == []
+            elif path.startswith("/agent"):
+                # The screen pop signs people in per extension (its own session cookie,
+                # ari_app/http/agent_port.py), not CRM clients per route family.
+                assert operation["security"] == []
             else:
                 assert operation["security"] or "{token}" in path, (method, path)
                 assert "401" in operation["responses"]
