@@ -14,6 +14,7 @@ from aiohttp import web
 
 from agi.context import ScriptContext, SurveyResult, build_script_context
 from agi.fastagi import FastAgiServer, start_fastagi
+from ari_app.agent_board import AgentBoard
 from ari_app.ami import AmiClient
 from ari_app.ami_events import tracked_frame_filter
 from ari_app.http.app import bound_port, start_http
@@ -51,6 +52,7 @@ class Service:
         self.adapters: list[Adapter] = []
         self.outbox: Any = None  # crm.outbox.Outbox when delivering
         self.pipeline: Pipeline | None = None
+        self.agent_board: AgentBoard | None = None  # the /agent screen pop's live cards
         self.ami: AmiClient | None = None
         self.ari: Any = None  # ari_app.ari.AriClient when pbx.source = "ari"
         self.originate: OriginateService | None = None
@@ -81,6 +83,11 @@ class Service:
             source=settings.pbx.source,
         )
         await self.pipeline.restore()
+        agent = settings.http.agent
+        self.agent_board = AgentBoard(
+            directions=agent.directions, keep_ended_seconds=agent.keep_ended_minutes * 60
+        )
+        self.pipeline.add_call_listener(self.agent_board.on_call_event)
         if self.send and self.adapters:
             from crm.outbox import Outbox
 
@@ -112,6 +119,7 @@ class Service:
                     lookup=self.scripts.lookup,
                     metrics_registry=metrics.REGISTRY,
                     pipeline=self.pipeline,
+                    agent_board=self.agent_board,
                 )
             )
             log.info("HTTP port on %s:%d", settings.http.host, self.http_port)
