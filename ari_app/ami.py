@@ -210,6 +210,8 @@ class AmiClient:
                 pinger.cancel()
             if not self._lost.done():
                 protocol.abort("pbxcrm gave up on the connection")
+            # Its connection_lost comes later: it must not touch the next session's state.
+            self._protocol = None
             self.connected = False
             self._changed.set()
 
