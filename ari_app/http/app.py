@@ -67,7 +67,11 @@ class RedactingAccessLogger(AbstractAccessLogger):
     """Access log with the route template instead of the path: tokens in paths never appear."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
-        resource = getattr(getattr(request, "match_info", None), "route", None)
+        try:
+            match_info = request.match_info
+        except AssertionError:  # a request aiohttp refused before routing (bad request line)
+            match_info = None
+        resource = getattr(match_info, "route", None)
         canonical = getattr(getattr(resource, "resource", None), "canonical", None) or "-"
         self.logger.info(
             '%s "%s %s" %s %.3fs',

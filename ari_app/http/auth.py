@@ -110,8 +110,12 @@ async def presented_credentials(request: web.Request, methods: list[str]) -> lis
             "application/x-www-form-urlencoded",
             "multipart/form-data",
         ):
-            form = await request.post()
-            fields.update({k: v for k, v in form.items() if isinstance(v, str)})
+            try:
+                form = await request.post()
+            except (ValueError, UnicodeDecodeError):
+                form = None  # an unreadable form presents no credentials; the handler says 400
+            if form is not None:
+                fields.update({k: v for k, v in form.items() if isinstance(v, str)})
         if "params" in methods and "username" in fields and "password" in fields:
             found.append(
                 Presented("params", username=fields["username"], password=fields["password"])

@@ -33,10 +33,16 @@ def parse_query(request: web.Request, model: type[M]) -> M:
 async def parse_body(request: web.Request, model: type[M]) -> M:
     """JSON body, or a form body for CRMs that post forms."""
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (ValueError, UnicodeDecodeError) as exc:  # a broken multipart or charset
+            raise BadRequest(json_error(400, f"form body cannot be read: {exc}")) from None
         data: object = {k: v for k, v in form.items() if isinstance(v, str)}
     else:
-        text = await request.text()
+        try:
+            text = await request.text()
+        except (UnicodeDecodeError, LookupError):  # bytes that are not text, unknown charset
+            raise BadRequest(json_error(400, "body is not text in its declared charset")) from None
         try:
             data = json.loads(text) if text.strip() else None
         except json.JSONDecodeError as exc:

@@ -46,10 +46,16 @@ async def request_fields(request: web.Request) -> dict[str, str]:
     raw: list[tuple[str, Any]] = list(request.query.items())
     if request.method == "POST":
         if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            form = await request.post()
+            try:
+                form = await request.post()
+            except (ValueError, UnicodeDecodeError):  # a broken multipart or charset
+                raise BadFields(400, "form body cannot be read") from None
             raw += [(k, v) for k, v in form.items() if isinstance(v, str)]
         elif request.content_type == "application/json" or request.content_type.endswith("+json"):
-            text = await request.text()
+            try:
+                text = await request.text()
+            except (UnicodeDecodeError, LookupError):  # not text in its declared charset
+                raise BadFields(400, "body is not text in its declared charset") from None
             if text.strip():
                 try:
                     body = json.loads(text)
