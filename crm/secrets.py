@@ -48,11 +48,23 @@ class RedactSecretsFilter(logging.Filter):
         if not _known_secrets:
             return True
         message = record.getMessage()
-        redacted = message
-        for secret in _known_secrets:
-            if secret in redacted:
-                redacted = redacted.replace(secret, "***")
+        redacted = _redact(message)
         if redacted != message:
             record.msg = redacted
             record.args = None
+        # A traceback quotes exception messages (a URL with a token, a request line): format
+        # it now, starred, so formatters print this text instead of formatting it again.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = _redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = _redact(record.stack_info)
         return True
+
+
+def _redact(text: str) -> str:
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
