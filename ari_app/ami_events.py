@@ -100,6 +100,10 @@ def _duration_seconds(value: str) -> float:
     return float(hours * 3600 + minutes * 60 + seconds)
 
 
+# datetime cannot go past 9999-12-31: a Timestamp beyond it (a flipped digit) is not a time.
+_LAST_EPOCH = 253402300800.0
+
+
 class PbxClock:
     """Event time: the `Timestamp` header when Asterisk sends one (timestampevents = yes).
 
@@ -127,9 +131,14 @@ class PbxClock:
             except ValueError:
                 pass
             else:
+                if not 0.0 <= pbx_ts < _LAST_EPOCH:  # nan, inf, a corrupted header
+                    return self._extrapolated()
                 self._last_pbx = pbx_ts
                 self._last_recv = self._now()
                 return pbx_ts
+        return self._extrapolated()
+
+    def _extrapolated(self) -> float:
         if self._last_pbx is None:
             return self._now()
         return self._last_pbx + max(0.0, self._now() - self._last_recv)
