@@ -65,6 +65,7 @@ class AmiLoadServer:
         self._server: asyncio.Server | None = None
         self._streaming = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -76,8 +77,12 @@ class AmiLoadServer:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for writer in list(self._writers):
+            writer.close()  # the session handlers then see end of stream and return
+        await asyncio.sleep(0)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         writer.write(self.stream.banner + b"\r\n")
         buffer = b""
         try:
@@ -96,6 +101,7 @@ class AmiLoadServer:
         except ConnectionError:
             return
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     def _on_action(self, action: dict[str, str], writer: asyncio.StreamWriter) -> bool:

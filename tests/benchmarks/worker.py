@@ -26,6 +26,8 @@ _MODULES = (
     "tests.benchmarks.fastagi_bench",
     "tests.benchmarks.click_to_call",
     "tests.benchmarks.outbox_bench",
+    "tests.benchmarks.crm_sink",
+    "tests.benchmarks.latency",
 )
 
 RoleFn = Callable[["Link", dict[str, Any]], Awaitable[dict[str, Any]]]
