@@ -36,6 +36,9 @@ from ari_app.frames import Frame, FrameReader
 
 log = logging.getLogger("ari_app.ami")
 
+# Timed-out actions remembered per connection (their late answers are recognised).
+_MAX_ABANDONED = 1000
+
 
 @dataclass(slots=True, frozen=True)
 class AmiResponse:
@@ -143,6 +146,8 @@ class AmiProtocol(AMIProtocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.responses: dict[str, Action] = {}
+        # Actions we stopped waiting for (timed out), whose answer may still come.
+        self.abandoned: dict[str, Action] = {}
         self.factory = None  # no Manager: nothing to dispatch to, nowhere to queue actions
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -175,19 +180,27 @@ class AmiProtocol(AMIProtocol):
         """Stop waiting for an answer (timed out): a late one is logged and dropped."""
         if self.responses.get(action.id) is action:
             del self.responses[action.id]
+            if not action.future.done() or action.future.cancelled():
+                self.abandoned[action.id] = action
+                if len(self.abandoned) > _MAX_ABANDONED:
+                    del self.abandoned[next(iter(self.abandoned))]
 
     # -- wire side -------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         responses = self.responses
+        abandoned = self.abandoned
         on_frame = self.on_frame
         shutdown = False
         for frame in self.reader.feed(data):
-            if responses:
+            if responses or abandoned:
                 action_id = frame.get("ActionID")
                 if action_id is not None:
                     action = responses.get(action_id)
                     if action is not None and self._answer(action, frame):
+                        continue
+                    action = abandoned.get(action_id)
+                    if action is not None and self._late(action, frame):
                         continue
             event = frame.get("Event")
             if event is None:
@@ -227,6 +240,33 @@ class AmiProtocol(AMIProtocol):
             del self.responses[action.id]
             if not action.future.done():
                 action.future.set_result(list(action.responses))
+        return True
+
+    def _late(self, action: Action, frame: Frame) -> bool:
+        """A frame answering an action that timed out. Its list events are dropped: the rest
+        of a channel list, with its closing event, would make the tracker close the calls
+        listed in the part that came in time. Other events (an Originate's
+        OriginateResponse) are ordinary events. False: not part of the answer."""
+        name = action["Action"]
+        if "Event" not in frame:
+            if "Response" not in frame:
+                return True
+            log.info("AMI: late answer to %s (ActionID %s) dropped", name, action.id)
+            if action.as_list is None:
+                action.as_list = is_list_start(frame)
+            if not action.as_list:
+                del self.abandoned[action.id]
+            return True
+        if not action.as_list:
+            return False
+        event = frame["Event"]
+        if event.endswith("Complete") or frame.get("EventList", "").lower() == "complete":
+            log.warning(
+                "AMI: the rest of the %s list (ActionID %s) came after its timeout; dropped",
+                name,
+                action.id,
+            )
+            del self.abandoned[action.id]
         return True
 
     # -- end of the connection -------------------------------------------------------------

@@ -584,3 +584,85 @@ async def test_two_headers_differing_only_in_case_are_refused_before_anything_is
             await client.send_action({"Action": "Ping", "X-Tag": "a", "x-tag": "b"})
         await client.stop()
     assert [a["Action"] for a in pbx.received_actions] == ["Login", "Logoff"]
+
+
+async def test_the_rest_of_a_channel_list_that_comes_after_its_timeout_never_reaches_on_frame():
+    """Half a CoreShowChannels list in time, the rest after the timeout: passed on, its
+    closing event would make the tracker close the calls of the first half. Hand-built
+    (no recording has a slow list); the list frames are shaped like the recorded ones in
+    mid_call_connect_reconcile.ami, reduced to the headers that matter here."""
+    timed_out = asyncio.Event()
+
+    async def script(n: int, conn: _WireConnection) -> None:
+        listing = await conn.read()
+        conn.answer(
+            listing, "Response: Success", "EventList: start", "Message: Channels will follow"
+        )
+        conn.answer(
+            listing,
+            "Event: CoreShowChannel",
+            "Channel: PJSIP/trunk-00000000",
+            "Uniqueid: 1795420539.0",
+        )
+        await timed_out.wait()
+        conn.answer(
+            listing,
+            "Event: CoreShowChannel",
+            "Channel: PJSIP/7181-00000001",
+            "Uniqueid: 1795420539.1",
+        )
+        conn.answer(
+            listing, "Event: CoreShowChannelsComplete", "EventList: Complete", "ListItems: 2"
+        )
+        conn.writer.write(
+            b"Event: FullyBooted\r\nPrivilege: system,all\r\nStatus: Fully Booted\r\n\r\n"
+        )
+        await conn.serve_quietly()
+
+    seen = Collector()
+    async with WirePbx(script) as pbx:
+        client = client_for(pbx, seen)
+        await client.start()
+        await client.wait_connected(timeout=5)
+        with pytest.raises(AmiActionTimeout, match="CoreShowChannels"):
+            await client.send_action({"Action": "CoreShowChannels"}, timeout=0.2)
+        timed_out.set()
+        await seen.until(lambda: any(f["Event"] == "FullyBooted" for f in seen.frames))
+        await client.stop()
+    assert [f["Event"] for f in seen.frames] == ["FullyBooted"]
+
+
+async def test_an_originate_that_timed_out_still_reports_its_originate_response():
+    """The click-to-call tracker matches OriginateResponse by ActionID: a late answer must not
+    take it along. Hand-built answer order (recorded frames, the answer delayed)."""
+    timed_out = asyncio.Event()
+
+    async def script(n: int, conn: _WireConnection) -> None:
+        originate = await conn.read()
+        await timed_out.wait()
+        conn.answer(originate, "Response: Success", "Message: Originate successfully queued")
+        conn.answer(
+            originate,
+            "Event: OriginateResponse",
+            "Response: Success",
+            "Channel: PJSIP/101-00000004",
+            "Reason: 4",
+        )
+        await conn.serve_quietly()
+
+    seen = Collector()
+    async with WirePbx(script) as pbx:
+        client = client_for(pbx, seen)
+        await client.start()
+        await client.wait_connected(timeout=5)
+        with pytest.raises(AmiActionTimeout):
+            await client.originate({"Channel": "PJSIP/101", "ActionID": "c2c-late"}, timeout=0.2)
+        timed_out.set()
+        await seen.until(lambda: bool(seen.frames))
+        await client.stop()
+    (result,) = seen.frames
+    assert (result["Event"], result["ActionID"], result["Reason"]) == (
+        "OriginateResponse",
+        "c2c-late",
+        "4",
+    )
