@@ -73,7 +73,10 @@ class Feed:
 
 
 def ring_all(feed: Feed, call: str, caller: str, extensions: list[str]) -> None:
-    """An inbound call on a trunk ringing every extension at once (Dial(PJSIP/a&PJSIP/b))."""
+    """An inbound call on a trunk ringing every extension at once (Dial(PJSIP/a&PJSIP/b)).
+
+    `call` becomes the channel names' suffix, which Asterisk writes in hex: keep it hex.
+    """
     feed.channel(f"PJSIP/trunk-{call}", f"{call}.1", f"{call}.1", caller, trunk=True,
                  exten="4951112233")
     for i, extension in enumerate(extensions, start=2):

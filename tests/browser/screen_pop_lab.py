@@ -159,8 +159,8 @@ async def screen_pop_lab(tmp_path: Path, scenario: str) -> AsyncIterator[Lab]:
         service.pipeline.add_call_listener(lambda event: lab.durable.append((time.time(), event)))
         yield lab
     finally:
-        pbx.gate.set()
         await service.stop()
+        pbx.gate.set()  # a connection still held at the gate ends now (its client is gone)
         await pbx.stop()
         await dbn.stop()
         await hook.stop()

@@ -22,6 +22,7 @@ from tests.browser.screen_pop_lab import (
     wait_for,
 )
 from tests.browser.support import chromium
+from tests.test_agent_board import Feed, ring_all
 
 # Remembers, in the page, when the first card appeared (the browser's clock = this machine's).
 WATCH_FOR_CARDS = """
@@ -126,4 +127,43 @@ async def test_recorded_inbound_call_pops_up_for_7181_only_and_its_note_reaches_
 
             await card.get_by_role("button", name="Dismiss").click()
             await expect(card).to_have_count(0)
+            await expect(anna.locator("#idle")).to_be_visible()
+
+
+class PipelineFeed(Feed):
+    """The hand-built frames of tests/test_agent_board.py, into the running Service."""
+
+    def __init__(self, pipeline: Any) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+
+    def frame(self, frame: dict[str, str]) -> None:
+        self.pipeline.on_ami_frame(frame)
+
+
+async def test_a_ring_all_call_leaves_the_agents_who_did_not_answer(tmp_path: Path) -> None:
+    """Ring-all groups were NOT recorded in the lab: these frames are hand-built from the
+    Asterisk 22 AMI docs (see tests/test_agent_board.py); the PBX recording is never started."""
+    from playwright.async_api import expect
+
+    async with screen_pop_lab(tmp_path, "inbound_answered_caller_hangs_up") as lab:
+        async with chromium() as browser:
+            anna = await (await browser.new_context()).new_page()
+            boris = await (await browser.new_context()).new_page()
+            await sign_in_with_pin(anna, lab.base_url, "7181", PIN_7181)
+            await boris.goto(f"{lab.base_url}/agent#token={TOKEN_7070}")
+            await boris.wait_for_selector("#live-dot.live", timeout=10_000)
+
+            feed = PipelineFeed(lab.service.pipeline)
+            ring_all(feed, "c7", CALLER, ["7181", "7070"])
+            for page in (anna, boris):
+                card = page.locator('.card[data-call-id="c7.1"]')
+                await expect(card).to_have_attribute("data-state", "ringing", timeout=5_000)
+                await expect(card.locator(".caller-name")).to_have_text("Ivan Petrov")
+
+            feed.dial("PJSIP/trunk-c7", "PJSIP/7070-c7", "ANSWER")
+            await expect(boris.locator('.card[data-call-id="c7.1"]')).to_have_attribute(
+                "data-state", "answered", timeout=5_000
+            )
+            await expect(anna.locator(".card")).to_have_count(0, timeout=5_000)
             await expect(anna.locator("#idle")).to_be_visible()
