@@ -13,7 +13,8 @@ Checked per run against the SQLite file the two processes wrote: each outbox row
 (distinct idempotency keys = rows, nothing else arrived), first arrivals per call are seq
 1..n without gaps, every call ends with exactly one `completed`, both CRMs saw the same steps,
 no row is pending or dead, and requests sent twice (in flight at the kill) are at most the
-number that can be in flight. CI runs CRASH_RUNS_CI runs; PBXCRM_SOAK=1 runs 100.
+number that can be in flight. The 100 runs take ~80-120 s on a 2-CPU machine, so CI runs all
+of them; PBXCRM_FAULT_SEED picks another set of kill moments.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from tests.faults.support import (
     wait_for,
 )
 
-CRASH_RUNS_CI = 12
+CRASH_RUNS_CI = 100
 CRASH_RUNS_FULL = 100
 PARALLEL = 2  # runs at once (each is two processes, a fake PBX and a CRM)
 CRMS = ("alpha", "beta")
@@ -197,7 +198,7 @@ async def crash_run(seed: int, tmp: Path, suite_logs) -> RunResult:
 async def test_pbxcrm_killed_at_random_moments_delivers_every_call_to_every_crm_exactly_once(
     tmp_path: Path, suite_logs, fault_report: list[str]
 ) -> None:
-    runs = CRASH_RUNS_FULL if SOAK else CRASH_RUNS_CI
+    runs = CRASH_RUNS_FULL if SOAK else CRASH_RUNS_CI  # (equal today: see the docstring)
     base_seed = int(os.environ.get("PBXCRM_FAULT_SEED", "20261105"))
     gate = asyncio.Semaphore(PARALLEL)
 
