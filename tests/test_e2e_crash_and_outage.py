@@ -214,12 +214,12 @@ async def test_pbxcrm_killed_mid_call_closes_the_call_after_restart(tmp_path: Pa
     log = (tmp_path / "run.log").open("wb")
     first = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
     try:
-        await wait_for(lambda: [e["kind"] for e in crm.events()] == ["ringing", "answered"])
+        await wait_for(lambda: [e["kind"] for e in crm.events()][:2] == ["ringing", "answered"])
         first.send_signal(signal.SIGKILL)
         await first.wait()
         second = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
         try:
-            await wait_for(lambda: len(crm.events()) >= 4)
+            await wait_for(lambda: len({e["idempotency_key"] for e in crm.events()}) >= 4)
         finally:
             second.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(second.wait(), 20) == 0
@@ -229,7 +229,12 @@ async def test_pbxcrm_killed_mid_call_closes_the_call_after_restart(tmp_path: Pa
         await pbx.stop()
         await crm.stop()
         log.close()
-    events = crm.events()
+    # The step in flight at the kill may arrive twice, with the same key (at-least-once).
+    first_arrivals: dict[str, dict] = {}
+    for event in crm.events():
+        first_arrivals.setdefault(event["idempotency_key"], event)
+    events = list(first_arrivals.values())
+    assert len(crm.events()) - len(events) <= 1
     assert [(e["seq"], e["kind"]) for e in events] == [
         (1, "ringing"), (2, "answered"), (3, "hangup"), (4, "completed")
     ]
