@@ -84,6 +84,7 @@ class CallTracker:
         # Channels that hung up lately: a channel list built before their Hangup but
         # delivered after it must not bring them back.
         self._gone: OrderedDict[str, None] = OrderedDict()
+        self._closed_linkedids: OrderedDict[str, None] = OrderedDict()
 
     # -- public ---------------------------------------------------------------------------
 
@@ -206,7 +207,11 @@ class CallTracker:
     # -- event handlers -------------------------------------------------------------------
 
     def _on_created(self, ev: ChannelCreated) -> list[CallEvent]:
-        if ev.uniqueid in self._channels:
+        if ev.uniqueid in self._channels or ev.uniqueid in self._gone:
+            return []  # a repeated frame
+        if ev.linkedid in self._closed_linkedids:
+            # A late frame of a call already completed must not reopen it as a new call with
+            # the same id (its numbering would restart at 1).
             return []
         self._add_channel(ev.ts, ev.uniqueid, ev.linkedid, ev.channel, ev.context, ev.exten,
                           ev.caller_num, ev.caller_name)
@@ -359,9 +364,7 @@ class CallTracker:
         chan = self._channels.pop(ev.uniqueid, None)
         if chan is None:
             return []
-        self._gone[ev.uniqueid] = None
-        if len(self._gone) > _GONE_REMEMBERED:
-            self._gone.popitem(last=False)
+        _remember(self._gone, ev.uniqueid)
         chan.alive = False
         chan.call.touched = self._tick
         state = chan.call
@@ -632,6 +635,7 @@ class CallTracker:
         for linkedid in state.linkedids:
             if self._by_linkedid.get(linkedid) is state:
                 del self._by_linkedid[linkedid]
+            _remember(self._closed_linkedids, linkedid)
         out.append(self._emit(state, EventKind.COMPLETED, ts, ended=True))
         return out
 
@@ -640,6 +644,7 @@ class CallTracker:
         state.reconciled = True
         for uniqueid in state.channels:
             self._channels.pop(uniqueid, None)
+            _remember(self._gone, uniqueid)
         state.channels.clear()
         if state.answer_ts is not None and state.talk_end_ts is None:
             state.talk_end_ts = ts
@@ -672,3 +677,8 @@ class CallTracker:
             data=data or {},
         )
 
+
+def _remember(recent: OrderedDict[str, None], key: str) -> None:
+    recent[key] = None
+    if len(recent) > _GONE_REMEMBERED:
+        recent.popitem(last=False)

@@ -351,3 +351,16 @@ def test_a_channel_list_delivered_after_a_hangup_does_not_revive_the_channel() -
     assert tracker.handle(stale) == []
     assert tracker.handle(SnapshotComplete(ts=1795417973.0)) == []
     assert tracker.open_call_ids() == []
+
+
+def test_late_frames_of_a_completed_call_do_not_reopen_it() -> None:
+    tracker, events = run("inbound_answered_caller_hangs_up")
+    assert kinds(events)[-1] == "completed"
+    clock = PbxClock(now=lambda: 0.0)
+    again: list[CallEvent] = []
+    for frame in recorded_frames("inbound_answered_caller_hangs_up"):
+        event = frame_to_event(frame, clock.stamp(frame))
+        if event is not None:
+            again.extend(tracker.handle(event))
+    assert again == []
+    assert tracker.open_call_ids() == []
