@@ -23,6 +23,7 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from sqlite3 import Row
@@ -42,10 +43,13 @@ log = logging.getLogger(__name__)
 
 MAX_KEPT_TEXT = 2000  # characters of a CRM answer or error kept on the row
 
+# INDEXED BY: left to itself, SQLite picks outbox_state (state, adapter), then sorts every
+# pending row and probes each one's lower seqs: O(backlog) per claim, 54 ms a claim with
+# 100,000 rows pending. Walking outbox_due in order stops after `LIMIT` claimable rows.
 _CLAIM_SQL = """
 SELECT o.id, o.adapter, o.pbx_id, o.call_id, o.seq, o.idempotency_key, o.attempts,
        e.event_json
-FROM outbox o JOIN call_events e ON e.id = o.event_row
+FROM outbox o INDEXED BY outbox_due JOIN call_events e ON e.id = o.event_row
 WHERE o.state = 'pending'
   AND o.next_attempt_at <= ?
   AND o.adapter IN (SELECT value FROM json_each(?))
@@ -130,6 +134,10 @@ class Outbox:
         self._task: asyncio.Task[None] | None = None
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._busy: dict[str, int] = dict.fromkeys(self._adapters, 0)
+        # Rows claimed but not started yet (their adapter had no free slot). They stay pending
+        # in the database; keeping them here means a finished delivery starts the next one
+        # without a claim query (at saturation that query ran once per delivery).
+        self._ready: dict[str, deque[_Row]] = {name: deque() for name in self._adapters}
         self._depth_refreshed_at = 0.0
         self._reader: aiosqlite.Connection | None = None
         store.add_listener(self.notify)
@@ -156,6 +164,8 @@ class Outbox:
         if self._task is not None:
             await self._task
             self._task = None
+        for ready in self._ready.values():
+            ready.clear()  # still pending in the database: claimed again after a restart
         tasks = list(self._inflight.values())
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=self._settings.stop_grace_seconds)
@@ -202,10 +212,12 @@ class Outbox:
             if full_batch and not self._stopping:
                 continue  # more rows are due right now
             timeout = self._settings.poll_interval_seconds
-            try:
-                next_due = await self._next_due()
-            except Exception:
-                next_due = None
+            next_due = None
+            if not any(self._ready.values()):  # else a finished delivery wakes us
+                try:
+                    next_due = await self._next_due()
+                except Exception:
+                    next_due = None
             if next_due is not None:
                 timeout = max(0.0, min(timeout, next_due - self._now()))
             try:
@@ -215,29 +227,39 @@ class Outbox:
                 pass
 
     async def _dispatch(self) -> bool:
-        """Start due rows for adapters with free slots; True if the claim came back full."""
-        free = [
-            name
-            for name, adapter in self._adapters.items()
-            if self._busy[name] < adapter.config.concurrency
-        ]
+        """Start due rows for adapters with free slots, claimed ones first; True if a claim
+        query ran and came back full."""
+        self._start_ready()
+        limit = self._settings.claim_batch
+        # Claim ahead while half a batch is still waiting, so that slots never idle while a
+        # claim query runs (finished deliveries start waiting rows themselves, see _deliver).
+        low = max(1, limit // 2)
+        free = [name for name, ready in self._ready.items() if len(ready) < low]
         if not free:
             return False
-        limit = self._settings.claim_batch
+        taken = [*self._inflight, *(row.id for ready in self._ready.values() for row in ready)]
         rows = await self._read(
             _CLAIM_SQL,
-            (self._now(), json.dumps(free), json.dumps(list(self._inflight)), limit),
+            (self._now(), json.dumps(free), json.dumps(taken), limit),
         )
+        claimed = set(taken)
         for raw in rows:
             row = _Row(*raw)
-            adapter = self._adapters[row.adapter]
-            if row.id in self._inflight or self._busy[row.adapter] >= adapter.config.concurrency:
-                continue
-            self._busy[row.adapter] += 1
-            self._inflight[row.id] = asyncio.create_task(
-                self._deliver(adapter, row), name=f"pbxcrm-deliver-{row.id}"
-            )
+            if row.id not in claimed and row.adapter in self._ready:
+                claimed.add(row.id)
+                self._ready[row.adapter].append(row)
+        self._start_ready()
         return len(rows) >= limit
+
+    def _start_ready(self) -> None:
+        for name, ready in self._ready.items():
+            adapter = self._adapters[name]
+            while ready and self._busy[name] < adapter.config.concurrency:
+                row = ready.popleft()
+                self._busy[name] += 1
+                self._inflight[row.id] = asyncio.create_task(
+                    self._deliver(adapter, row), name=f"pbxcrm-deliver-{row.id}"
+                )
 
     async def _read(self, sql: str, params: tuple[Any, ...] = ()) -> Iterable[Row]:
         assert self._reader is not None, "Outbox.start() was not called"
@@ -302,6 +324,8 @@ class Outbox:
         finally:
             self._inflight.pop(row.id, None)
             self._busy[row.adapter] -= 1
+            if not self._stopping:
+                self._start_ready()
             self._wake.set()
 
     async def _attempt(self, adapter: Adapter, row: _Row) -> tuple[_Result, str]:
