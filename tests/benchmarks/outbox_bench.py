@@ -66,52 +66,68 @@ def _calls(n: int, pbx_id: str) -> list[tuple[Any, list[Any]]]:
 async def outbox_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
     import aiohttp
 
+    from ari_app.service import Service
+    from crm import metrics
     from crm.adapters.base import build_adapter
-    from crm.outbox import Outbox
     from crm.store import Store
+    from tests.benchmarks.ami_source import AmiLoadServer
     from tests.benchmarks.ingest import bench_settings
+    from tests.benchmarks.streams import build_stream
 
     deployed_logging()
+    pbx = AmiLoadServer(build_stream(0))  # a PBX with no calls: pbxcrm run needs one
+    await pbx.start()
     settings = bench_settings(
         Path(args["tmp"]),
-        1,
+        pbx.port,
         args["crm_url"],
         crm=[
             {"type": "webhook", "name": "hook", "url": args["crm_url"], "concurrency": CONCURRENCY}
         ],
     )
+    # The backlog: recorded while no CRM was reachable (pbxcrm not delivering).
     store = await Store.open(settings.store)
-    async with aiohttp.ClientSession() as http:  # as Service makes it
+    async with aiohttp.ClientSession() as http:
         adapters = [build_adapter(config, http) for config in settings.crm]
         futures = [
             store.submit_record(call, events, adapters)
             for call, events in _calls(int(args["rows"]) // 4, settings.pbx.id)
         ]
         await asyncio.gather(*futures)
-        outbox = Outbox(store, {a.name: a for a in adapters}, settings.outbox)
-        link.send(ready={})
-
-        async def undone() -> int:
-            rows = await store.reader.execute_fetchall(
-                "SELECT COUNT(*) FROM outbox WHERE state != 'done'"
-            )
-            return int(next(iter(rows))[0])
-
-        pending = await undone()
-        started = time.monotonic()
-        await outbox.start()
-        remaining = pending
-        async with asyncio.timeout(600):
-            while remaining:
-                await asyncio.sleep(0.02)  # polls the store for the condition below
-                remaining = await undone()
-        seconds = time.monotonic() - started
-        await outbox.stop()
-        dead = await store.reader.execute_fetchall(
-            "SELECT COUNT(*) FROM outbox WHERE state = 'dead'"
-        )
+    rows = await store.reader.execute_fetchall(
+        "SELECT COUNT(*) FROM outbox WHERE state = 'pending'"
+    )
+    pending = int(next(iter(rows))[0])
     await store.close()
-    return {"rows": pending, "seconds": seconds, "dead": int(next(iter(dead))[0])}
+    link.send(ready={})
+
+    def delivered() -> float:
+        labels = {"adapter": "hook", "outcome": "delivered"}
+        return metrics.REGISTRY.get_sample_value("pbxcrm_deliveries_total", labels) or 0.0
+
+    # The CRM is back: pbxcrm starts as `pbxcrm run` does and drains the backlog.
+    service = Service(settings)
+    started = time.monotonic()
+    await service.start()
+    async with asyncio.timeout(600):
+        while delivered() < pending:
+            await asyncio.sleep(0.02)  # polls an in-memory counter for the condition
+    seconds = time.monotonic() - started
+    assert service.store is not None
+    await asyncio.sleep(0.2)  # let the last outcomes commit
+    counts = dict(
+        await service.store.reader.execute_fetchall(
+            "SELECT state, COUNT(*) FROM outbox GROUP BY state"
+        )
+    )
+    await service.stop()
+    await pbx.stop()
+    return {
+        "rows": pending,
+        "seconds": seconds,
+        "dead": counts.get("dead", 0),
+        "done": counts.get("done", 0),
+    }
 
 
 async def run(quick: bool) -> Section:
