@@ -6,11 +6,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from crm.secrets import Secret
+
 
 class StoreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str = "var/pbxcrm.sqlite3"
+    # `postgresql://user:password@host:5432/db` selects the PostgreSQL backend (several pbxcrm
+    # instances, one per PBX, sharing one database); unset means SQLite at `path`. A Secret
+    # because the URL usually carries the password (`env:PBXCRM_PG_URL` works).
+    url: Secret | None = None
+    # Connections each instance keeps open to PostgreSQL for reads and outbox claims (the
+    # writer has one more of its own).
+    pool_size: int = Field(default=4, ge=1)
     # Group commit: the writer gathers what arrives within this window into one transaction.
     commit_window_ms: float = Field(default=2.0, ge=0)
     max_batch: int = Field(default=2000, ge=1)
@@ -36,3 +45,7 @@ class OutboxSettings(BaseModel):
     # On stop, deliveries in flight get this long to finish before they are cancelled (a
     # cancelled delivery stays pending and is sent again, with the same key, after restart).
     stop_grace_seconds: float = Field(default=5.0, ge=0)
+    # PostgreSQL only: a claimed delivery belongs to its instance this long. If the instance
+    # dies, another one takes the row over once the lease has run out. Keep it longer than any
+    # CRM's timeout_seconds, or a slow delivery may be sent twice (same idempotency key).
+    lease_seconds: float = Field(default=60.0, gt=0)
