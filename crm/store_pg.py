@@ -1,0 +1,702 @@
+"""The PostgreSQL store: the same public API as crm.store.Store, for sites where several pbxcrm
+instances (one beside each PBX, or a pair for failover) share one database.
+
+Writes go through one writer connection with the same group commit as the SQLite store: an
+acknowledged write is a committed write, and a single consumer's submit_record() calls commit
+in submit order. Reads use a small pool. `reader` answers the SQLite-flavoured queries of the
+read modules (call history, 3CX lookups) by turning `?` into `$n`; their SQL is portable.
+
+The outbox is shared by every instance, so deliveries are claimed in the database, not in
+memory: `claim_deliveries()` takes due rows with `FOR UPDATE SKIP LOCKED` (instances never wait
+on each other's rows) and stamps a lease (`claimed_by`, `claimed_until`). A row whose lease has
+run out, because its instance died mid-delivery, is claimable again and goes out with the same
+idempotency key. Per call and adapter only the lowest pending seq is ever claimable, whoever
+claims it, so a CRM sees a call's events in order across instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from crm.adapters.base import Adapter
+from crm.metrics import store_commit_ops_total, store_commits_total
+from crm.migrations_pg import migrate
+from crm.model import Call, CallEvent
+from crm.store import (
+    _CALL_COLUMNS,
+    Contact,
+    Note,
+    OriginateRecord,
+    StoreClosedError,
+    _call_params,
+    digits_only,
+    iso_utc,
+)
+from crm.store_settings import StoreSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Params = tuple[Any, ...]
+
+_PHASE_CALLS = 0
+_PHASE_EVENTS = 1
+_PHASE_OUTBOX = 2
+_PHASE_ORDERED = 3
+
+# Every instance LISTENs here; a commit that added outbox rows NOTIFYs, so a row recorded by
+# one instance is claimed at once by whichever instance is free, not at the next poll.
+NOTIFY_CHANNEL = "pbxcrm_outbox"
+
+_UPSERT_CALL = (
+    f"INSERT INTO calls({', '.join(_CALL_COLUMNS)})"
+    f" VALUES ({', '.join(f'${i}' for i in range(1, len(_CALL_COLUMNS) + 1))})"
+    " ON CONFLICT (pbx_id, call_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _CALL_COLUMNS[2:])
+    + " WHERE calls.ended = 0 OR excluded.ended = 1"
+)
+_INSERT_EVENT = (
+    "INSERT INTO call_events(pbx_id, call_id, seq, kind, at, event_json)"
+    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING"
+)
+_INSERT_OUTBOX = (
+    "INSERT INTO outbox(event_row, adapter, pbx_id, call_id, seq, idempotency_key,"
+    " state, attempts, next_attempt_at, created_at)"
+    " SELECT id, $1, pbx_id, call_id, seq, $2, 'pending', 0, $3, $4 FROM call_events"
+    " WHERE pbx_id = $5 AND call_id = $6 AND seq = $7 ON CONFLICT DO NOTHING"
+)
+
+# The head of each (adapter, call) queue, due, not leased by a live instance. SKIP LOCKED:
+# a row another instance is claiming right now is skipped, not waited for. Once that claim
+# commits, the row's lease excludes it (READ COMMITTED re-checks the WHERE on the locked row).
+_CLAIM_SQL = """
+WITH due AS (
+    SELECT o.id FROM outbox o
+    WHERE o.state = 'pending'
+      AND o.next_attempt_at <= $1
+      AND o.adapter = ANY($2::text[])
+      AND (o.claimed_until IS NULL OR o.claimed_until <= $1)
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox p
+          WHERE p.state = 'pending' AND p.adapter = o.adapter AND p.pbx_id = o.pbx_id
+            AND p.call_id = o.call_id AND p.seq < o.seq)
+    ORDER BY o.next_attempt_at, o.id
+    LIMIT $3
+    FOR UPDATE OF o SKIP LOCKED
+)
+UPDATE outbox o SET claimed_by = $4, claimed_until = $1 + $5
+FROM due, call_events e
+WHERE o.id = due.id AND e.id = o.event_row
+RETURNING o.id, o.adapter, o.pbx_id, o.call_id, o.seq, o.idempotency_key, o.attempts,
+          e.event_json
+"""
+
+# Only the lease holder may record an outcome: if our lease ran out and another instance
+# took the row over, its outcome is the one that counts (both sent the same key).
+_FINISH_SQL = (
+    "UPDATE outbox SET state = $1, attempts = $2, next_attempt_at = $3, claimed_until = NULL,"
+    " claimed_by = NULL, last_error = $4, last_status = $5, last_response = $6,"
+    " delivered_at = $7 WHERE id = $8 AND claimed_by = $9 AND state = 'pending'"
+)
+
+_QMARK = re.compile(r"'[^']*'|\?")
+
+
+def qmark_to_numbered(sql: str) -> str:
+    """`a = ? AND b = ?` -> `a = $1 AND b = $2`; a `?` inside a quoted literal stays."""
+    counter = 0
+
+    def number(match: re.Match[str]) -> str:
+        nonlocal counter
+        if match.group(0) != "?":
+            return match.group(0)
+        counter += 1
+        return f"${counter}"
+
+    return _QMARK.sub(number, sql)
+
+
+def redacted_url(url: str) -> str:
+    """The URL with its password starred, for log lines."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """An outbox row this instance holds a lease on."""
+
+    id: int
+    adapter: str
+    pbx_id: str
+    call_id: str
+    seq: int
+    key: str
+    attempts: int
+    event_json: str
+
+
+class PgReader:
+    """The `reader` of the PostgreSQL store: answers `?`-style queries like aiosqlite does."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def execute_fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        records = await self._pool.fetch(qmark_to_numbered(sql), *params)
+        return [tuple(record) for record in records]
+
+    async def close(self) -> None:
+        """The pool belongs to the store; nothing to close here."""
+
+
+@dataclass(slots=True)
+class _Statements:
+    statements: list[tuple[int, str, Params]]
+    future: asyncio.Future[Any]
+    weight: int
+    adds_outbox_rows: bool = False
+
+
+@dataclass(slots=True)
+class _Function:
+    fn: Callable[[asyncpg.Connection], Awaitable[Any]]
+    future: asyncio.Future[Any]
+    weight: int = 1
+    adds_outbox_rows: bool = False
+
+
+_Write = _Statements | _Function
+
+
+class PgStore:
+    """Open with `await PgStore.open(settings)` (settings.url set); close with `close()`."""
+
+    backend = "postgresql"
+
+    def __init__(
+        self,
+        settings: StoreSettings,
+        url: str,
+        writer: asyncpg.Connection,
+        pool: asyncpg.Pool,
+        now: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.url = url
+        self.path = None  # no file: callers that print the store's place use `describe()`
+        self._writer = writer
+        self._pool = pool
+        self._reader = PgReader(pool)
+        self._now = now
+        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
+        self._closed = False
+        self._listeners: list[Callable[[], None]] = []
+        self._notify_conn: asyncpg.Connection | None = None
+        self._listen_task: asyncio.Task[None] | None = None
+        self._writer_task: asyncio.Task[None] = asyncio.create_task(
+            self._writer_loop(), name="pbxcrm-pg-store-writer"
+        )
+        self.commits = 0
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls, settings: StoreSettings, *, now: Callable[[], float] = time.time
+    ) -> PgStore:
+        if settings.url is None:
+            raise ValueError("[store] url is not set: PgStore needs a postgresql:// URL")
+        url = settings.url.get_secret_value()
+        timeout = max(1.0, settings.busy_timeout_ms / 1000.0)
+        try:
+            writer = await asyncpg.connect(url, timeout=timeout)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise RuntimeError(
+                f"store: cannot connect to PostgreSQL at {redacted_url(url)}: {exc}"
+            ) from None
+        try:
+            await migrate(writer)
+            pool = await asyncpg.create_pool(
+                url, min_size=1, max_size=settings.pool_size, timeout=timeout
+            )
+        except BaseException:
+            await writer.close()
+            raise
+        log.info("store: opened PostgreSQL %s", redacted_url(url))
+        return cls(settings, url, writer, pool, now)
+
+    def describe(self) -> str:
+        return redacted_url(self.url)
+
+    async def close(self) -> None:
+        """Commit everything queued so far, then close the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._queue.put(None)
+        try:
+            await self._writer_task
+        finally:
+            if self._listen_task is not None:
+                await asyncio.gather(self._listen_task, return_exceptions=True)
+            if self._notify_conn is not None:
+                await self._notify_conn.close()
+            await self._pool.close()
+            await self._writer.close()
+
+    @property
+    def reader(self) -> PgReader:
+        return self._reader
+
+    async def open_reader(self) -> PgReader:
+        """A reader the caller may close; on PostgreSQL every query sees every commit anyway."""
+        return PgReader(self._pool)
+
+    def now(self) -> float:
+        return self._now()
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` after any instance's commit that added outbox rows."""
+        self._listeners.append(callback)
+        if self._notify_conn is None and self._listen_task is None:
+            self._listen_task = asyncio.get_running_loop().create_task(
+                self._listen(), name="pbxcrm-pg-listen"
+            )
+
+    async def _listen(self) -> None:
+        if self._notify_conn is not None or self._closed:
+            return
+        try:
+            conn = await asyncpg.connect(self.url)
+        except (OSError, asyncpg.PostgresError) as exc:
+            # Not fatal: the outbox polls anyway; it only reacts later.
+            log.warning("store: cannot LISTEN for outbox rows (%s); relying on polling", exc)
+            return
+        if self._closed:
+            await conn.close()
+            return
+        self._notify_conn = conn
+        await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake_listeners())
+
+    def _wake_listeners(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("store: commit listener failed")
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def record(
+        self, call: Call, events: Sequence[CallEvent], adapters: Sequence[Adapter]
+    ) -> None:
+        await self.submit_record(call, events, adapters)
+
+    def submit_record(
+        self, call: Call, events: Sequence[CallEvent], adapters: Sequence[Adapter]
+    ) -> asyncio.Future[None]:
+        now = self._now()
+        statements: list[tuple[int, str, Params]] = [
+            (_PHASE_CALLS, _UPSERT_CALL, _call_params(call, now))
+        ]
+        adds_outbox = False
+        for event in events:
+            pbx_id = event.call.pbx_id
+            statements.append(
+                (
+                    _PHASE_EVENTS,
+                    _INSERT_EVENT,
+                    (
+                        pbx_id,
+                        event.call_id,
+                        event.seq,
+                        event.kind.value,
+                        iso_utc(event.at),
+                        event.model_dump_json(),
+                    ),
+                )
+            )
+            for adapter in adapters:
+                if adapter.wants(event):
+                    adds_outbox = True
+                    statements.append(
+                        (
+                            _PHASE_OUTBOX,
+                            _INSERT_OUTBOX,
+                            (
+                                adapter.name,
+                                f"{adapter.name}:{event.event_id}",
+                                now,
+                                now,
+                                pbx_id,
+                                event.call_id,
+                                event.seq,
+                            ),
+                        )
+                    )
+        return self._enqueue(_Statements(statements, self._future(), len(statements), adds_outbox))
+
+    async def upsert_call(self, call: Call) -> None:
+        params = _call_params(call, self._now())
+        await self._submit(_Statements([(_PHASE_CALLS, _UPSERT_CALL, params)], self._future(), 1))
+
+    async def execute_write(self, statements: Sequence[tuple[str, Params]]) -> None:
+        """Run write statements (`?` or `$n` placeholders) in order, in the next group commit."""
+        ops = [(_PHASE_ORDERED, qmark_to_numbered(sql), tuple(p)) for sql, p in statements]
+        await self._submit(_Statements(ops, self._future(), max(1, len(ops))))
+
+    async def write(
+        self,
+        fn: Callable[[asyncpg.Connection], Awaitable[T]],
+        *,
+        adds_outbox_rows: bool = False,
+    ) -> T:
+        """Run `await fn(conn)` (an asyncpg connection) inside the writer's transaction."""
+        return await self._submit(_Function(fn, self._future(), 1, adds_outbox_rows))
+
+    async def save_note(
+        self,
+        *,
+        pbx_id: str,
+        number: str | None,
+        extension: str | None,
+        status: str | None,
+        comments: str | None,
+        call_id: str | None = None,
+    ) -> int:
+        params = (pbx_id, call_id, number, extension, status, comments, self._now())
+
+        async def insert(conn: asyncpg.Connection) -> int:
+            return int(
+                await conn.fetchval(
+                    "INSERT INTO notes(pbx_id, call_id, number, extension, status, comments,"
+                    " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                    *params,
+                )
+            )
+
+        return await self.write(insert)
+
+    async def put_kv(self, key: str, value: str | None) -> None:
+        await self.execute_write(
+            [
+                (
+                    "INSERT INTO kv(key, value) VALUES ($1, $2)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )
+            ]
+        )
+
+    async def delete_kv(self, key: str) -> None:
+        await self.execute_write([("DELETE FROM kv WHERE key = $1", (key,))])
+
+    async def upsert_contact(
+        self,
+        number: str,
+        *,
+        name: str | None = None,
+        company: str | None = None,
+        owner_extension: str | None = None,
+        url: str | None = None,
+    ) -> str:
+        digits = digits_only(number)
+        if digits is None:
+            raise ValueError(f"contact number {number!r} has no digits")
+        await self.execute_write(
+            [
+                (
+                    "INSERT INTO contacts(number_digits, number, name, company, owner_extension,"
+                    " url, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    " ON CONFLICT (number_digits) DO UPDATE SET number = excluded.number,"
+                    " name = excluded.name, company = excluded.company,"
+                    " owner_extension = excluded.owner_extension, url = excluded.url,"
+                    " updated_at = excluded.updated_at",
+                    (digits, number, name, company, owner_extension, url, self._now()),
+                )
+            ]
+        )
+        return digits
+
+    async def delete_contact(self, number: str) -> None:
+        digits = digits_only(number)
+        if digits is not None:
+            await self.execute_write([("DELETE FROM contacts WHERE number_digits = $1", (digits,))])
+
+    async def save_originate(
+        self,
+        originate_id: str,
+        *,
+        agent_extension: str | None,
+        number: str | None,
+        state: str,
+        reason: str | None = None,
+        request: dict[str, Any] | None = None,
+    ) -> None:
+        now = self._now()
+        request_json = json.dumps(request, ensure_ascii=False) if request is not None else None
+        await self.execute_write(
+            [
+                (
+                    "INSERT INTO originates(id, agent_extension, number, state, reason,"
+                    " created_at, updated_at, request_json)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    (originate_id, agent_extension, number, state, reason, now, now, request_json),
+                )
+            ]
+        )
+
+    async def update_originate(
+        self, originate_id: str, *, state: str, reason: str | None = None
+    ) -> bool:
+        params = (state, reason, self._now(), originate_id)
+
+        async def update(conn: asyncpg.Connection) -> bool:
+            status = await conn.execute(
+                "UPDATE originates SET state = $1, reason = $2, updated_at = $3 WHERE id = $4",
+                *params,
+            )
+            return status != "UPDATE 0"
+
+        return await self.write(update)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def get_call(self, pbx_id: str, call_id: str) -> Call | None:
+        value = await self._pool.fetchval(
+            "SELECT call_json FROM calls WHERE pbx_id = $1 AND call_id = $2", pbx_id, call_id
+        )
+        return Call.model_validate_json(value) if value is not None else None
+
+    async def open_calls(self, pbx_id: str) -> list[Call]:
+        rows = await self._pool.fetch(
+            "SELECT call_json FROM calls WHERE pbx_id = $1 AND ended = 0 ORDER BY start_epoch",
+            pbx_id,
+        )
+        return [Call.model_validate_json(row[0]) for row in rows]
+
+    async def events_for(self, pbx_id: str, call_id: str) -> list[CallEvent]:
+        rows = await self._pool.fetch(
+            "SELECT event_json FROM call_events WHERE pbx_id = $1 AND call_id = $2 ORDER BY seq",
+            pbx_id,
+            call_id,
+        )
+        return [CallEvent.model_validate_json(row[0]) for row in rows]
+
+    async def notes_for(self, pbx_id: str, call_id: str) -> list[Note]:
+        rows = await self._pool.fetch(
+            "SELECT id, pbx_id, call_id, number, extension, status, comments, created_at"
+            " FROM notes WHERE pbx_id = $1 AND call_id = $2 ORDER BY id",
+            pbx_id,
+            call_id,
+        )
+        return [Note(*row) for row in rows]
+
+    async def get_kv(self, key: str) -> str | None:
+        value = await self._pool.fetchval("SELECT value FROM kv WHERE key = $1", key)
+        return value if isinstance(value, str) else None
+
+    async def get_contact(self, number: str) -> Contact | None:
+        digits = digits_only(number)
+        if digits is None:
+            return None
+        row = await self._pool.fetchrow(
+            "SELECT number_digits, number, name, company, owner_extension, url, updated_at"
+            " FROM contacts WHERE number_digits = $1",
+            digits,
+        )
+        return Contact(*row) if row is not None else None
+
+    async def get_originate(self, originate_id: str) -> OriginateRecord | None:
+        row = await self._pool.fetchrow(
+            "SELECT id, agent_extension, number, state, reason, created_at, updated_at,"
+            " request_json FROM originates WHERE id = $1",
+            originate_id,
+        )
+        if row is None:
+            return None
+        request = json.loads(row[7]) if row[7] else None
+        return OriginateRecord(*tuple(row)[:7], request=request)
+
+    # -- the shared outbox --------------------------------------------------------------------
+
+    async def claim_deliveries(
+        self, adapters: Sequence[str], limit: int, *, owner: str, lease_seconds: float
+    ) -> list[ClaimedDelivery]:
+        """Lease up to `limit` due deliveries to `owner` (this instance) for `lease_seconds`.
+
+        Committed before it returns: another instance never gets the same row while the lease
+        runs. Rows come back in due order; at most one per (adapter, call) — its lowest seq.
+        """
+        if not adapters:
+            return []
+        rows = await self._pool.fetch(
+            _CLAIM_SQL, self._now(), list(adapters), limit, owner, lease_seconds
+        )
+        claimed = [ClaimedDelivery(*row) for row in rows]
+        claimed.sort(key=lambda row: row.id)
+        return claimed
+
+    async def finish_delivery(
+        self,
+        row_id: int,
+        *,
+        owner: str,
+        state: str,
+        attempts: int,
+        next_attempt_at: float,
+        error: str | None,
+        status: int | None,
+        response: str | None,
+        delivered_at: float | None,
+    ) -> bool:
+        """Record a delivery's outcome; False if `owner` no longer held the row's lease."""
+        result = await self._pool.execute(
+            _FINISH_SQL,
+            state,
+            attempts,
+            next_attempt_at,
+            error,
+            status,
+            response,
+            delivered_at,
+            row_id,
+            owner,
+        )
+        return result != "UPDATE 0"
+
+    async def release_deliveries(self, row_ids: Sequence[int], *, owner: str) -> None:
+        """Give back leases not started (on a clean stop), so another instance goes at once."""
+        if row_ids:
+            await self._pool.execute(
+                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL"
+                " WHERE id = ANY($1::bigint[]) AND claimed_by = $2 AND state = 'pending'",
+                list(row_ids),
+                owner,
+            )
+
+    async def next_due(self) -> float | None:
+        """When the next pending delivery (or expiring lease) becomes claimable."""
+        value = await self._pool.fetchval(
+            "SELECT MIN(GREATEST(next_attempt_at, COALESCE(claimed_until, 0))) FROM outbox"
+            " WHERE state = 'pending'"
+        )
+        return float(value) if value is not None else None
+
+    # -- the writer ---------------------------------------------------------------------------
+
+    def _future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    def _enqueue(self, op: _Write) -> asyncio.Future[Any]:
+        if self._closed:
+            raise StoreClosedError(f"store {self.describe()} is closed")
+        if self._writer_task.done():
+            raise StoreClosedError(f"store {self.describe()}: the writer task has stopped")
+        self._queue.put_nowait(op)
+        return op.future
+
+    async def _submit(self, op: _Write) -> Any:
+        return await self._enqueue(op)
+
+    async def _writer_loop(self) -> None:
+        window = self.settings.commit_window_ms / 1000.0
+        max_batch = self.settings.max_batch
+        queue = self._queue
+        stopping = False
+        while not stopping:
+            first = await queue.get()
+            if first is None:
+                break
+            if window > 0 and queue.qsize() * 2 < max_batch:
+                await asyncio.sleep(window)
+            batch: list[_Write] = [first]
+            weight = first.weight
+            while weight < max_batch:
+                try:
+                    op = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if op is None:
+                    stopping = True
+                    break
+                batch.append(op)
+                weight += op.weight
+            try:
+                await self._commit(batch)
+            except Exception as exc:
+                log.exception("store: writer failed on a batch of %d writes", len(batch))
+                for op in batch:
+                    if not op.future.done():
+                        op.future.set_exception(exc)
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        try:
+            results = await self._transaction(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            log.warning(
+                "store: a batch of %d writes failed (%s: %s); retrying them one by one",
+                len(batch),
+                type(exc).__name__,
+                exc,
+            )
+            for op in batch:
+                await self._commit([op])
+            return
+        self.commits += 1
+        store_commits_total.inc()
+        store_commit_ops_total.inc(len(batch))
+        for op, result in zip(batch, results, strict=True):
+            if not op.future.done():
+                op.future.set_result(result)
+        if any(op.adds_outbox_rows for op in batch):
+            self._wake_listeners()
+
+    async def _transaction(self, batch: list[_Write]) -> list[Any]:
+        conn = self._writer
+        results: list[Any] = []
+        async with conn.transaction():
+            pending: list[tuple[int, str, Params]] = []
+            for op in batch:
+                if isinstance(op, _Statements):
+                    pending.extend(op.statements)
+                    results.append(None)
+                else:
+                    await self._run_statements(pending)
+                    pending = []
+                    results.append(await op.fn(conn))
+            await self._run_statements(pending)
+            if any(op.adds_outbox_rows for op in batch):
+                # Delivered at COMMIT to every instance's LISTEN connection (ours too).
+                await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+        return results
+
+    async def _run_statements(self, statements: list[tuple[int, str, Params]]) -> None:
+        if not statements:
+            return
+        statements.sort(key=lambda item: item[0])
+        for sql, group in groupby(statements, key=lambda item: item[1]):
+            params = [item[2] for item in group]
+            if len(params) == 1:
+                await self._writer.execute(sql, *params[0])
+            else:
+                await self._writer.executemany(sql, params)
