@@ -21,8 +21,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
+import socket
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -140,6 +143,10 @@ class Outbox:
         self._ready: dict[str, deque[_Row]] = {name: deque() for name in self._adapters}
         self._depth_refreshed_at = 0.0
         self._reader: aiosqlite.Connection | None = None
+        # A store shared by several pbxcrm instances (PostgreSQL) claims rows in the database
+        # with a lease held by this owner id; SQLite's single process tracks them in memory.
+        self._shared = getattr(store, "claim_deliveries", None) is not None
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         store.add_listener(self.notify)
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -164,8 +171,14 @@ class Outbox:
         if self._task is not None:
             await self._task
             self._task = None
+        unstarted = [row.id for ready in self._ready.values() for row in ready]
         for ready in self._ready.values():
             ready.clear()  # still pending in the database: claimed again after a restart
+        if self._shared and unstarted:
+            try:  # so that another instance need not wait for the lease to run out
+                await self._store.release_deliveries(unstarted, owner=self._owner)  # type: ignore[attr-defined]
+            except Exception as exc:
+                log.warning("outbox: could not release %d claims at stop: %s", len(unstarted), exc)
         tasks = list(self._inflight.values())
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=self._settings.stop_grace_seconds)
@@ -237,6 +250,8 @@ class Outbox:
         free = [name for name, ready in self._ready.items() if len(ready) < low]
         if not free:
             return False
+        if self._shared:
+            return await self._claim_shared()
         taken = [*self._inflight, *(row.id for ready in self._ready.values() for row in ready)]
         rows = await self._read(
             _CLAIM_SQL,
@@ -250,6 +265,36 @@ class Outbox:
                 self._ready[row.adapter].append(row)
         self._start_ready()
         return len(rows) >= limit
+
+    async def _claim_shared(self) -> bool:
+        """Lease due rows in the shared database; only as many as there are free slots, so a
+        leased row never waits here long enough for its lease to run out."""
+        slots = {
+            name: self._adapters[name].config.concurrency - self._busy[name] - len(ready)
+            for name, ready in self._ready.items()
+        }
+        wanted = [name for name, free in slots.items() if free > 0]
+        limit = min(self._settings.claim_batch, sum(max(0, free) for free in slots.values()))
+        if not wanted or limit <= 0:
+            return False
+        claimed = await self._store.claim_deliveries(  # type: ignore[attr-defined]
+            wanted, limit, owner=self._owner, lease_seconds=self._settings.lease_seconds
+        )
+        for item in claimed:
+            row = _Row(
+                item.id,
+                item.adapter,
+                item.pbx_id,
+                item.call_id,
+                item.seq,
+                item.key,
+                item.attempts,
+                item.event_json,
+            )
+            if row.adapter in self._ready and row.id not in self._inflight:
+                self._ready[row.adapter].append(row)
+        self._start_ready()
+        return len(claimed) >= limit
 
     def _start_ready(self) -> None:
         for name, ready in self._ready.items():
@@ -266,6 +311,8 @@ class Outbox:
         return await self._reader.execute_fetchall(sql, params)
 
     async def _next_due(self) -> float | None:
+        if self._shared:
+            return await self._store.next_due()  # type: ignore[attr-defined, no-any-return]
         rows = await self._read(_NEXT_DUE_SQL, (self._now(),))
         for (value,) in rows:
             return float(value) if value is not None else None
@@ -298,23 +345,26 @@ class Outbox:
         try:
             result, kind = await self._attempt(adapter, row)
             try:
-                await self._store.execute_write(
-                    [
-                        (
-                            _FINISH_SQL,
+                if self._shared:
+                    await self._finish_shared(row, result)
+                else:
+                    await self._store.execute_write(
+                        [
                             (
-                                result.state,
-                                result.attempts,
-                                result.next_attempt_at,
-                                result.error,
-                                result.status,
-                                result.response,
-                                result.delivered_at,
-                                row.id,
-                            ),
-                        )
-                    ]
-                )
+                                _FINISH_SQL,
+                                (
+                                    result.state,
+                                    result.attempts,
+                                    result.next_attempt_at,
+                                    result.error,
+                                    result.status,
+                                    result.response,
+                                    result.delivered_at,
+                                    row.id,
+                                ),
+                            )
+                        ]
+                    )
             except Exception:
                 # The row stays pending and goes again: at-least-once, same key.
                 log.exception("outbox: could not save the outcome of delivery %d", row.id)
@@ -327,6 +377,27 @@ class Outbox:
             if not self._stopping:
                 self._start_ready()
             self._wake.set()
+
+    async def _finish_shared(self, row: _Row, result: _Result) -> None:
+        kept = await self._store.finish_delivery(  # type: ignore[attr-defined]
+            row.id,
+            owner=self._owner,
+            state=result.state,
+            attempts=result.attempts,
+            next_attempt_at=result.next_attempt_at,
+            error=result.error,
+            status=result.status,
+            response=result.response,
+            delivered_at=result.delivered_at,
+        )
+        if not kept:
+            # Our lease ran out mid-delivery and another instance took the row over; the CRM
+            # got the same idempotency key from both, and the other outcome is the one kept.
+            log.warning(
+                "outbox: lease on delivery %d (%s) expired before its outcome was saved",
+                row.id,
+                row.key,
+            )
 
     async def _attempt(self, adapter: Adapter, row: _Row) -> tuple[_Result, str]:
         attempt = row.attempts + 1
