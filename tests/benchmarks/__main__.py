@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"pbxcrm benchmarks{' (quick smoke run)' if args.quick else ''}: "
         f"{platform.python_implementation()} {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, {platform.platform()}\n",
+        f"{os.cpu_count()} CPUs, {platform.platform()}; load average before the run"
+        f" {os.getloadavg()[0]:.2f} (other processes on these cores lower every figure)\n",
         flush=True,
     )
     sections = asyncio.run(_run(args))
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                     "quick": args.quick,
                     "python": platform.python_version(),
                     "cpus": os.cpu_count(),
+                    "load_average_before": os.getloadavg()[0],
                     "total_seconds": round(total, 1),
                     "sections": {s.title: s.as_json() for s in sections},
                     "checks_passed": not failed,
