@@ -27,6 +27,7 @@ from crm import metrics
 from crm.adapters.base import Adapter, build_adapter
 from crm.model import Call, Direction, EventKind
 from crm.store import Store
+from crm.store_factory import open_store
 
 log = logging.getLogger("pbxcrm")
 
@@ -69,7 +70,8 @@ class Service:
 
     async def start(self) -> None:
         settings = self.settings
-        self.store = await Store.open(settings.store)
+        # [store] url selects PostgreSQL (several instances share it); else SQLite at path.
+        self.store = await open_store(settings.store)  # type: ignore[assignment]
         if self._session is None:
             self._session = aiohttp.ClientSession()
         self.adapters = [
