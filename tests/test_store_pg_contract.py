@@ -308,3 +308,14 @@ async def test_call_history_reads_every_pbx_through_the_reader(store: AnyStore) 
     assert [(c.pbx_id, c.call_id) for c in rest.calls] == [("pbx-a", "h0")]
     only_b = await query_calls(store.reader, HistoryQuery(pbx_id="pbx-b"), region="RU")
     assert [c.call_id for c in only_b.calls] == ["h1"]
+
+
+async def test_instances_opening_an_empty_postgresql_at_once_all_start_and_migrate_once(
+    pg_url: str,  # noqa: F811 - the fixture
+) -> None:
+    stores = await asyncio.gather(*(open_store(StoreSettings(url=pg_url)) for _ in range(6)))
+    try:
+        assert await rows(stores[0], "SELECT version FROM schema_version") == [(1,)]
+    finally:
+        for store in stores:
+            await store.close()

@@ -1,8 +1,8 @@
 """PostgreSQL schema migrations: `NNNN_name.sql` files here, applied once, in order.
 
 Same semantics as crm/migrations (SQLite): each file runs in its own transaction together with
-the `schema_version` row that records it. A transaction-scoped advisory lock serialises
-instances that start at once against one database, so only one of them applies a migration.
+the `schema_version` row that records it. An advisory lock serialises instances that start at
+once against one database, so only one of them applies a migration.
 """
 
 from __future__ import annotations
@@ -37,7 +37,20 @@ def available_migrations() -> list[Migration]:
 
 
 async def migrate(conn: asyncpg.Connection) -> list[int]:
-    """Apply every migration newer than the database; returns the versions applied."""
+    """Apply every migration newer than the database; returns the versions applied.
+
+    The whole run holds a session advisory lock: instances started at once against an empty
+    database would otherwise race even on CREATE TABLE IF NOT EXISTS (PostgreSQL raises a
+    unique violation in its catalogue for the loser), and one of them would fail to start.
+    """
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    try:
+        return await _migrate_locked(conn)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+
+
+async def _migrate_locked(conn: asyncpg.Connection) -> list[int]:
     await conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_version ("
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
@@ -45,7 +58,6 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
     applied: list[int] = []
     for migration in available_migrations():
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version")
             if migration.version <= current:
                 continue
