@@ -9,6 +9,7 @@ CRM delivery.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Literal
 
 import phonenumbers
@@ -57,6 +58,9 @@ def normalize(number: str, region: str) -> phonenumbers.PhoneNumber | None:
     return parsed
 
 
+# Pure and asked again for every call from the same caller (lookup formats, cache keys):
+# phonenumbers' parsing was 8% of a FastAGI caller_check on a lookup-cache hit.
+@lru_cache(maxsize=8192)
 def format_number(number: str, style: NumberStyle, region: str) -> str:
     """`number` in the CRM's `style`; input that is not a phone number comes back unchanged.
 
