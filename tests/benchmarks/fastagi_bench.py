@@ -90,14 +90,20 @@ async def fastagi_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
         context = build_script_context(settings, lookups, http)
         server = await start_fastagi(settings, context)
         link.send(ready={"port": server.port})
+        cpu_at_ready = time.process_time()  # imports and set-up are not per session
         while (await link.command()).get("cmd") != "stop":
             pass
         sessions = server.sessions_total
         await server.stop()
-    return {"sessions": sessions}
+    return {"sessions": sessions, "cpu_s": time.process_time() - cpu_at_ready}
+
+
+_minimal_sessions = 0
 
 
 async def _minimal_session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    global _minimal_sessions
+    _minimal_sessions += 1
     try:
         while (await reader.readline()) not in (b"\n", b""):
             pass
@@ -113,10 +119,11 @@ async def _minimal_session(reader: asyncio.StreamReader, writer: asyncio.StreamW
 async def fastagi_minimal(link: Link, args: dict[str, Any]) -> dict[str, Any]:
     server = await asyncio.start_server(_minimal_session, "127.0.0.1", 0)
     link.send(ready={"port": server.sockets[0].getsockname()[1]})
+    cpu_at_ready = time.process_time()
     while (await link.command()).get("cmd") != "stop":
         pass
     server.close()
-    return {}
+    return {"sessions": _minimal_sessions, "cpu_s": time.process_time() - cpu_at_ready}
 
 
 # -- the client (Asterisk) -------------------------------------------------------------------
@@ -278,6 +285,7 @@ async def run(quick: bool) -> Section:
     try:
         crm_url = (await crm.ready())["url"]
         rates: dict[str, float] = {}
+        cpu_us: dict[str, float] = {}
         p50: dict[str, float] = {}
         p99: dict[str, float] = {}
         for name, unique in (("minimal", False), ("hit", False), ("miss", True)):
@@ -294,8 +302,12 @@ async def run(quick: bool) -> Section:
                 opened = await _client(
                     port, mode="open", rate=OPEN_LOOP_RATE, first_number=5_000_000, **common
                 )
+                server.send(cmd="stop")
+                used = await server.result()
             finally:
                 await server.finish()
+            # CPU time of the server process per session: what the shared cores leave aside.
+            cpu_us[name] = used["cpu_s"] / max(1, used["sessions"]) * 1e6
             rates[name] = closed["sessions_per_s"]
             p50[name] = percentile(opened["latencies"], 50) * 1000
             p99[name] = percentile(opened["latencies"], 99) * 1000
@@ -367,6 +379,19 @@ async def run(quick: bool) -> Section:
                 key=f"fastagi_{name}_p99_ms",
             ),
         ]
+    section.figures += [
+        Figure(
+            f"server CPU per session, {label}",
+            cpu_us[name],
+            "us",
+            key=f"fastagi_{name}_cpu_us_per_session",
+        )
+        for name, label in (
+            ("minimal", "minimal server"),
+            ("hit", "cache hit"),
+            ("miss", "cache miss"),
+        )
+    ]
     section.figures += [
         Figure(
             "classic AGI (pbxcrm-agi caller_check), per call",
