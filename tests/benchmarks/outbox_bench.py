@@ -107,12 +107,13 @@ async def outbox_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
 
     # The CRM is back: pbxcrm starts as `pbxcrm run` does and drains the backlog.
     service = Service(settings)
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     await service.start()
     async with asyncio.timeout(600):
         while delivered() < pending:
             await asyncio.sleep(0.02)  # polls an in-memory counter for the condition
     seconds = time.monotonic() - started
+    cpu = time.process_time() - cpu_started
     assert service.store is not None
     await asyncio.sleep(0.2)  # let the last outcomes commit
     counts = dict(
@@ -125,6 +126,7 @@ async def outbox_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
     return {
         "rows": pending,
         "seconds": seconds,
+        "cpu_us_per_delivery": cpu / max(1, pending) * 1e6,
         "dead": counts.get("dead", 0),
         "done": counts.get("done", 0),
     }
@@ -170,6 +172,14 @@ async def run(quick: bool) -> Section:
             key="outbox_drain_seconds",
         ),
     ]
+    section.figures.append(
+        Figure(
+            "pbxcrm CPU per delivery (all its threads)",
+            result["cpu_us_per_delivery"],
+            "us",
+            key="outbox_cpu_us_per_delivery",
+        )
+    )
     section.checks += [
         Check(
             "no delivery lost",
