@@ -590,6 +590,41 @@ class PgStore:
                 owner,
             )
 
+    async def requeue_dead(self, ids: Sequence[int] | None = None) -> int:
+        """`pbxcrm outbox retry` on PostgreSQL: dead rows (the given ids, or all) go again
+        with a fresh set of attempts; returns how many. Other states are left alone."""
+        if ids is not None and not ids:
+            return 0
+        sql = (
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $1,"
+            " claimed_until = NULL, claimed_by = NULL WHERE state = 'dead'"
+        )
+        params: list[Any] = [self._now()]
+        if ids is not None:
+            sql += " AND id = ANY($2::bigint[])"
+            params.append([int(value) for value in ids])
+
+        async def requeue(conn: asyncpg.Connection) -> int:
+            return int((await conn.execute(sql, *params)).split()[-1])
+
+        return await self.write(requeue, adds_outbox_rows=True)
+
+    async def purge_deliveries(self, state: str, cutoff: float) -> int:
+        """`pbxcrm outbox purge` on PostgreSQL: delete `state` rows finished before `cutoff`."""
+        if state not in ("done", "dead"):
+            raise ValueError(f"{state} deliveries cannot be purged (only done or dead)")
+
+        async def delete(conn: asyncpg.Connection) -> int:
+            status = await conn.execute(
+                "DELETE FROM outbox WHERE state = $1"
+                " AND COALESCE(delivered_at, next_attempt_at) < $2",
+                state,
+                cutoff,
+            )
+            return int(status.split()[-1])
+
+        return await self.write(delete)
+
     async def next_due(self) -> float | None:
         """When the next pending delivery (or expiring lease) becomes claimable."""
         value = await self._pool.fetchval(

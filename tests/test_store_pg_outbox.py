@@ -169,3 +169,43 @@ async def test_rows_leased_by_a_dead_instance_are_delivered_by_another_after_the
         assert_each_key_once_in_call_order(crm.accepted, 10)
     finally:
         await crm.stop()
+
+
+async def test_outbox_admin_lists_retries_and_purges_on_postgresql(
+    open_pg: Callable[..., Any], http: aiohttp.ClientSession
+) -> None:
+    from crm import outbox_admin
+
+    clock = FakeClock()
+    store = await open_pg(now=clock)
+    adapter = make_adapter(http, "http://127.0.0.1:9/x")
+    await store.record(*call_with_events("adm", 2), [adapter])
+    [first] = await store.claim_deliveries(["crm"], 10, owner="me", lease_seconds=30)
+    outcome: dict[str, Any] = {
+        "attempts": 1,
+        "next_attempt_at": clock(),
+        "error": "refused",
+        "status": 400,
+        "response": "no",
+        "delivered_at": None,
+    }
+    assert await store.finish_delivery(first.id, owner="me", state="dead", **outcome)
+
+    listed = await outbox_admin.list_deliveries(store, state="dead")  # type: ignore[arg-type]
+    assert [(row["id"], row["kind"], row["last_status"]) for row in listed] == [
+        (first.id, "ringing", 400)
+    ]
+    assert await store.requeue_dead([first.id + 1000]) == 0
+    assert await store.requeue_dead([first.id]) == 1
+    rows = await store.reader.execute_fetchall(
+        "SELECT state, attempts, claimed_by FROM outbox WHERE id = ?", (first.id,)
+    )
+    assert rows == [("pending", 0, None)]
+
+    [again] = await store.claim_deliveries(["crm"], 10, owner="me", lease_seconds=30)
+    done = {**outcome, "error": None, "status": 200, "delivered_at": clock()}
+    assert await store.finish_delivery(again.id, owner="me", state="done", **done)
+    clock.advance(10)
+    assert await store.purge_deliveries("done", clock() - 5) == 1
+    with pytest.raises(ValueError, match="cannot be purged"):
+        await store.purge_deliveries("pending", clock())
