@@ -100,9 +100,9 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _outbox(args: argparse.Namespace, settings: Settings) -> int:
     from crm import outbox_admin
-    from crm.store import Store
+    from crm.store_factory import open_store
 
-    store = await Store.open(settings.store)
+    store = await open_store(settings.store)
     try:
         if args.action == "list":
             rows = await outbox_admin.list_deliveries(
@@ -112,12 +112,21 @@ async def _outbox(args: argparse.Namespace, settings: Settings) -> int:
                 print(json.dumps(row, ensure_ascii=False, default=str))
             print(f"{len(rows)} row(s)", file=sys.stderr)
         elif args.action == "retry":
-            count = await outbox_admin.retry(store, args.ids)
+            if hasattr(store, "requeue_dead"):  # PostgreSQL: outbox_admin's SQL is SQLite's
+                count = await store.requeue_dead(args.ids)
+            else:
+                count = await outbox_admin.retry(store, args.ids)
             print(f"{count} delivery(ies) queued again")
         else:
-            count = await outbox_admin.purge(
-                store, state=args.state or "done", older_than_seconds=args.older_than_days * 86400
-            )
+            if hasattr(store, "purge_deliveries"):
+                cutoff = store.now() - args.older_than_days * 86400
+                count = await store.purge_deliveries(args.state or "done", cutoff)
+            else:
+                count = await outbox_admin.purge(
+                    store,
+                    state=args.state or "done",
+                    older_than_seconds=args.older_than_days * 86400,
+                )
             print(f"{count} row(s) purged")
     finally:
         await store.close()
