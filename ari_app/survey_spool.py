@@ -35,6 +35,8 @@ class SurveySpoolReader:
         self.store = store
         self.record = record
         self.pbx_id = pbx_id
+        # Per PBX: several pbxcrm instances may share one (PostgreSQL) store.
+        self._offset_key = f"{_OFFSET_KEY}:{pbx_id}"
 
     async def poll(self) -> int:
         """Take every complete new line; returns how many ratings were recorded."""
@@ -42,7 +44,7 @@ class SurveySpoolReader:
             size = self.path.stat().st_size
         except FileNotFoundError:
             return 0
-        offset = int(await self.store.get_kv(_OFFSET_KEY) or 0)
+        offset = int(await self.store.get_kv(self._offset_key) or 0)
         if size < offset:  # rotated or truncated by the admin: start again
             offset = 0
         if size == offset:
@@ -67,7 +69,7 @@ class SurveySpoolReader:
                 continue
             await self.record(result)
             recorded += 1
-        await self.store.put_kv(_OFFSET_KEY, str(offset + end + 1))
+        await self.store.put_kv(self._offset_key, str(offset + end + 1))
         return recorded
 
     async def _already_recorded(self, result: SurveyResult) -> bool:
