@@ -65,7 +65,7 @@ def _fmt(value: float, unit: str) -> str:
     if math.isnan(value):
         return f"n/a {unit}"
     if unit == "x":
-        return f"{value:.2f} x"
+        return f"{value:.3f} x"  # 0.599 must not print as a met 0.60
     if unit in ("ms", "s"):
         return f"{value:.2f} {unit}"
     if abs(value) >= 100:
