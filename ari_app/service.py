@@ -73,7 +73,12 @@ class Service:
         # [store] url selects PostgreSQL (several instances share it); else SQLite at path.
         self.store = await open_store(settings.store)  # type: ignore[assignment]
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # aiohttp's default of 100 connections for all CRMs together would cap deliveries
+            # below what the [[crm]] concurrency settings ask for.
+            wanted = sum(config.concurrency for config in settings.crm if config.enabled)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=max(100, wanted + 20))
+            )
         self.adapters = [
             build_adapter(config, self._session) for config in settings.crm if config.enabled
         ]
