@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import phonenumbers
 
 from ari_app.ami import AmiActionTimeout, AmiConnectionLost, AmiNotConnected
+from ari_app.extension_owner import ExtensionOwners
 from ari_app.http.settings import FraudRules, OriginateSettings
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ _ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class OriginateState(StrEnum):
+    # Taken here for an extension of another PBX; that PBX's instance sends it (originate_relay).
+    QUEUED = "queued"
     PENDING = "pending"  # accepted, Originate not yet acknowledged by Asterisk
     RINGING_AGENT = "ringing_agent"  # Asterisk queued it and is ringing the agent
     CONNECTED = "connected"  # the agent answered; the dialplan now dials the client
@@ -96,6 +99,7 @@ class OriginateRecord:
     updated_at: float = field(default_factory=time.time)
     source: str = "native"  # native | creatio | fixdigital
     client_ref: str | None = None  # the CRM's own id for this request (FixDigital ClientId)
+    target_pbx_id: str | None = None  # set when queued for another PBX's instance to send
 
     def public(self) -> dict[str, Any]:
         data = asdict(self)
@@ -168,6 +172,7 @@ class StoreOriginateLog:
                 state=record.state.value,
                 reason=record.reason,
                 request=record.public(),
+                target_pbx_id=record.target_pbx_id,
             )
         else:
             await self._store.update_originate(
@@ -178,21 +183,42 @@ class StoreOriginateLog:
         row = await self._store.get_originate(originate_id)
         if row is None:
             return None
-        data = dict(row.request or {})
-        return OriginateRecord(
-            id=row.id,
-            agent_extension=row.agent_extension or "",
-            number=row.number or "",
-            dial_number=str(data.get("dial_number", "")),
-            client=str(data.get("client", "")),
-            state=OriginateState(row.state),
-            reason=row.reason,
-            uniqueid=data.get("uniqueid"),
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            source=str(data.get("source", "native")),
-            client_ref=data.get("client_ref"),
+        # The row exists: a later save of this record must update it, not insert it again.
+        self._saved.add(row.id)
+        return _record_from_row(row)
+
+    async def claim_queued(
+        self, pbx_id: str, *, max_age_seconds: float, limit: int = 20
+    ) -> list[OriginateRecord]:
+        """Requests other instances queued for `pbx_id`, now claimed by this instance only."""
+        rows = await self._store.claim_originates(
+            pbx_id, max_age_seconds=max_age_seconds, limit=limit
         )
+        records = []
+        for row in rows:
+            self._saved.add(row.id)
+            records.append(_record_from_row(row))
+        return records
+
+
+def _record_from_row(row: Any) -> OriginateRecord:
+    """An OriginateRecord from a crm.store.OriginateRecord row (request_json holds the rest)."""
+    data = dict(row.request or {})
+    return OriginateRecord(
+        id=row.id,
+        agent_extension=row.agent_extension or "",
+        number=row.number or "",
+        dial_number=str(data.get("dial_number", "")),
+        client=str(data.get("client", "")),
+        state=OriginateState(row.state),
+        reason=row.reason,
+        uniqueid=data.get("uniqueid"),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        source=str(data.get("source", "native")),
+        client_ref=data.get("client_ref"),
+        target_pbx_id=getattr(row, "target_pbx_id", None),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,8 +294,11 @@ class OriginateService:
         log_store: OriginateLog | None = None,
         action_timeout: float = 10.0,
         new_id: Callable[[], str] = lambda: f"c2c-{secrets.token_hex(8)}",
+        owners: ExtensionOwners | None = None,
     ) -> None:
         self._new_id = new_id
+        # Several instances sharing a store: an extension of another PBX is queued for it.
+        self._owners = owners
         self.settings = settings
         self.backend = backend
         self._agent_re = re.compile(settings.fraud.agent_pattern or agent_pattern)
@@ -308,11 +337,12 @@ class OriginateService:
         instead of ringing the agent again (a CRM retrying a timed-out HTTP call).
         """
         extension, checked = self.check(agent_extension, number)
+        target = await self._remote_owner(extension)
         async with self._idempotency_lock:
             if idempotency_key is not None:
                 known = self._by_idempotency.get((client, idempotency_key))
                 if known is not None:
-                    return self._records[known]
+                    return await self._fresh(self._records[known])
             if not self._rate.allow(client, per_minute):
                 raise OriginateRejected("client", "too many click-to-call requests", status=429)
             record = OriginateRecord(
@@ -324,19 +354,58 @@ class OriginateService:
                 source=source,
                 client_ref=client_ref,
             )
+            if target is not None:
+                record.state = OriginateState.QUEUED
+                record.target_pbx_id = target
             self._records[record.id] = record
             if idempotency_key is not None:
                 self._by_idempotency[(client, idempotency_key)] = record.id
         await self._log.save(record)
         audit.info(
-            "originate id=%s client=%s source=%s extension=%s number=%s",
+            "originate id=%s client=%s source=%s extension=%s number=%s%s",
             record.id,
             client,
             source,
             extension,
             checked.e164,
+            f" queued_for_pbx={target}" if target is not None else "",
         )
-        await self._send(record)
+        if target is None:
+            await self._send(record)
+        return record
+
+    async def _remote_owner(self, extension: str) -> str | None:
+        """The pbx_id of another PBX owning `extension`; None sends it through ours."""
+        if self._owners is None:
+            return None
+        try:
+            owner = await self._owners.owner_of(extension)
+        except Exception:
+            log.exception("extension owner lookup failed for %s; sending on this PBX", extension)
+            return None
+        return owner if owner is not None and owner != self._owners.pbx_id else None
+
+    async def send_claimed(self, record: OriginateRecord) -> None:
+        """Send a request another instance queued for this PBX, once claimed here (relay)."""
+        self._records[record.id] = record
+        audit.info(
+            "originate id=%s client=%s source=%s extension=%s number=%s relayed",
+            record.id,
+            record.client,
+            record.source,
+            record.agent_extension,
+            record.number,
+        )
+        try:
+            await self._send(record)
+        except PbxUnavailable as exc:
+            # Already FAILED in the shared table, where the requesting instance reads it.
+            log.warning("relayed originate %s: PBX unavailable (%s)", record.id, exc)
+
+    async def _fresh(self, record: OriginateRecord) -> OriginateRecord:
+        # A queued request is sent and advanced by another instance: the shared table knows.
+        if record.state is OriginateState.QUEUED:
+            return await self._log.load(record.id) or record
         return record
 
     def _action(self, record: OriginateRecord) -> dict[str, str]:
@@ -395,7 +464,10 @@ class OriginateService:
     async def get(self, originate_id: str) -> OriginateRecord | None:
         if not _ID_RE.fullmatch(originate_id):
             return None
-        return self._records.get(originate_id) or await self._log.load(originate_id)
+        record = self._records.get(originate_id)
+        if record is not None:
+            return await self._fresh(record)
+        return await self._log.load(originate_id)
 
     def on_frame(self, frame: Mapping[str, str]) -> None:
         """Feed every AMI event here; only OriginateResponse and VarSet CRM_CALL_ID matter."""

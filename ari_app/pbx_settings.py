@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from ari_app.extension_owner import parse_extension_range
 from crm.secrets import Secret
 
 
@@ -52,3 +53,15 @@ class PbxSettings(BaseModel):
     source: Literal["ami", "ari"] = "ami"
     ami: AmiSettings = Field(default_factory=AmiSettings)
     ari: AriSettings = Field(default_factory=AriSettings)
+    # Agent extensions of this PBX ("7000-7999" or "101"), published to the shared store so a
+    # click-to-call taken by another instance is relayed here (docs/originate-relay.md).
+    extensions: list[str] = Field(default_factory=list)
+    # How often this instance looks for click-to-calls queued for its PBX by other instances,
+    # and how long such a request may wait before it fails instead of ringing late.
+    relay_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    relay_max_age_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("extensions")
+    @classmethod
+    def _ranges_parse(cls, value: list[str]) -> list[str]:
+        return [parse_extension_range(text).text for text in value]

@@ -193,6 +193,38 @@ class OriginateRecord:
     created_at: float
     updated_at: float
     request: dict[str, Any] | None
+    # Set when another instance took the request for this PBX (click-to-call relay).
+    target_pbx_id: str | None = None
+
+
+ORIGINATE_COLUMNS = (
+    "id, agent_extension, number, state, reason, created_at, updated_at, request_json,"
+    " target_pbx_id"
+)
+# Portable SQL (SQLite 3.35+ and PostgreSQL): `?` placeholders, turned into `$n` for PostgreSQL.
+EXPIRE_QUEUED_SQL = (
+    "UPDATE originates SET state = 'failed',"
+    " reason = 'the instance of the PBX owning the extension did not take it in time',"
+    " updated_at = ? WHERE target_pbx_id = ? AND state = 'queued' AND created_at < ?"
+)
+
+
+# The outer `state = 'queued'` makes the claim single-winner even when two instances of the
+# same PBX (a failover pair) poll at once.
+def claim_queued_sql(row_lock: str = "") -> str:
+    return (
+        "UPDATE originates SET state = 'pending', updated_at = ? WHERE state = 'queued' AND id IN"
+        " (SELECT id FROM originates WHERE target_pbx_id = ? AND state = 'queued'"
+        f" ORDER BY created_at LIMIT ?{row_lock}) RETURNING {ORIGINATE_COLUMNS}"
+    )
+
+
+_CLAIM_QUEUED_SQL = claim_queued_sql()
+
+
+def originate_row(row: tuple[Any, ...]) -> OriginateRecord:
+    request = json.loads(row[7]) if row[7] else None
+    return OriginateRecord(*row[:7], request=request, target_pbx_id=row[8])
 
 
 @dataclass(slots=True)
@@ -454,17 +486,60 @@ class Store:
         state: str,
         reason: str | None = None,
         request: dict[str, Any] | None = None,
+        target_pbx_id: str | None = None,
     ) -> None:
-        """Record a new click-to-call request; a second request with the same id is an error."""
+        """Record a new click-to-call request; a second request with the same id is an error.
+
+        `target_pbx_id` (with state "queued") leaves it for the instance of that PBX to send.
+        """
         now = self._now()
         request_json = json.dumps(request, ensure_ascii=False) if request is not None else None
         await self.execute_write(
             [
                 (
                     "INSERT INTO originates(id, agent_extension, number, state, reason,"
-                    " created_at, updated_at, request_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (originate_id, agent_extension, number, state, reason, now, now, request_json),
+                    " created_at, updated_at, request_json, target_pbx_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        originate_id,
+                        agent_extension,
+                        number,
+                        state,
+                        reason,
+                        now,
+                        now,
+                        request_json,
+                        target_pbx_id,
+                    ),
                 )
+            ]
+        )
+
+    async def claim_originates(
+        self, pbx_id: str, *, max_age_seconds: float, limit: int = 20
+    ) -> list[OriginateRecord]:
+        """Take requests queued for `pbx_id` (now "pending"); each is returned to one caller only.
+
+        Queued longer than `max_age_seconds` (the PBX's instance was down) they fail instead:
+        ringing an agent minutes after the click would surprise everyone.
+        """
+        now = self._now()
+
+        async def claim(conn: aiosqlite.Connection) -> list[OriginateRecord]:
+            await conn.execute(EXPIRE_QUEUED_SQL, (now, pbx_id, now - max_age_seconds))
+            cursor = await conn.execute(_CLAIM_QUEUED_SQL, (now, pbx_id, limit))
+            rows = await cursor.fetchall()
+            return [originate_row(tuple(row)) for row in rows]
+
+        return await self.write(claim)
+
+    async def set_pbx_extensions(self, pbx_id: str, ranges: Sequence[str]) -> None:
+        """Replace the extension ranges `pbx_id` owns (from its `[pbx] extensions`)."""
+        await self.execute_write(
+            [("DELETE FROM pbx_extensions WHERE pbx_id = ?", (pbx_id,))]
+            + [
+                ("INSERT INTO pbx_extensions(pbx_id, extension_range) VALUES (?, ?)", (pbx_id, r))
+                for r in dict.fromkeys(ranges)
             ]
         )
 
@@ -537,13 +612,10 @@ class Store:
 
     async def get_originate(self, originate_id: str) -> OriginateRecord | None:
         rows = await self._reader.execute_fetchall(
-            "SELECT id, agent_extension, number, state, reason, created_at, updated_at,"
-            " request_json FROM originates WHERE id = ?",
-            (originate_id,),
+            f"SELECT {ORIGINATE_COLUMNS} FROM originates WHERE id = ?", (originate_id,)
         )
         for row in rows:
-            request = json.loads(row[7]) if row[7] else None
-            return OriginateRecord(*row[:7], request=request)
+            return originate_row(tuple(row))
         return None
 
     # -- the writer ---------------------------------------------------------------------------

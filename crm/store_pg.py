@@ -35,13 +35,17 @@ from crm.migrations_pg import migrate
 from crm.model import Call, CallEvent
 from crm.store import (
     _CALL_COLUMNS,
+    EXPIRE_QUEUED_SQL,
+    ORIGINATE_COLUMNS,
     Contact,
     Note,
     OriginateRecord,
     StoreClosedError,
     _call_params,
+    claim_queued_sql,
     digits_only,
     iso_utc,
+    originate_row,
 )
 from crm.store_settings import StoreSettings
 
@@ -125,6 +129,10 @@ def qmark_to_numbered(sql: str) -> str:
         return f"${counter}"
 
     return _QMARK.sub(number, sql)
+
+
+# SKIP LOCKED: instances polling at once each take other rows instead of waiting on a lock.
+_CLAIM_QUEUED_PG = qmark_to_numbered(claim_queued_sql(" FOR UPDATE SKIP LOCKED"))
 
 
 def redacted_url(url: str) -> str:
@@ -447,6 +455,7 @@ class PgStore:
         state: str,
         reason: str | None = None,
         request: dict[str, Any] | None = None,
+        target_pbx_id: str | None = None,
     ) -> None:
         now = self._now()
         request_json = json.dumps(request, ensure_ascii=False) if request is not None else None
@@ -454,10 +463,45 @@ class PgStore:
             [
                 (
                     "INSERT INTO originates(id, agent_extension, number, state, reason,"
-                    " created_at, updated_at, request_json)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    (originate_id, agent_extension, number, state, reason, now, now, request_json),
+                    " created_at, updated_at, request_json, target_pbx_id)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    (
+                        originate_id,
+                        agent_extension,
+                        number,
+                        state,
+                        reason,
+                        now,
+                        now,
+                        request_json,
+                        target_pbx_id,
+                    ),
                 )
+            ]
+        )
+
+    async def claim_originates(
+        self, pbx_id: str, *, max_age_seconds: float, limit: int = 20
+    ) -> list[OriginateRecord]:
+        """Take requests queued for `pbx_id` (now "pending"); one instance wins each row."""
+        now = self._now()
+
+        async def claim(conn: asyncpg.Connection) -> list[OriginateRecord]:
+            await conn.execute(
+                qmark_to_numbered(EXPIRE_QUEUED_SQL), now, pbx_id, now - max_age_seconds
+            )
+            rows = await conn.fetch(_CLAIM_QUEUED_PG, now, pbx_id, limit)
+            return [originate_row(tuple(row)) for row in rows]
+
+        return await self.write(claim)
+
+    async def set_pbx_extensions(self, pbx_id: str, ranges: Sequence[str]) -> None:
+        """Replace the extension ranges `pbx_id` owns (from its `[pbx] extensions`)."""
+        await self.execute_write(
+            [("DELETE FROM pbx_extensions WHERE pbx_id = $1", (pbx_id,))]
+            + [
+                ("INSERT INTO pbx_extensions(pbx_id, extension_range) VALUES ($1, $2)", (pbx_id, r))
+                for r in dict.fromkeys(ranges)
             ]
         )
 
@@ -524,14 +568,9 @@ class PgStore:
 
     async def get_originate(self, originate_id: str) -> OriginateRecord | None:
         row = await self._pool.fetchrow(
-            "SELECT id, agent_extension, number, state, reason, created_at, updated_at,"
-            " request_json FROM originates WHERE id = $1",
-            originate_id,
+            f"SELECT {ORIGINATE_COLUMNS} FROM originates WHERE id = $1", originate_id
         )
-        if row is None:
-            return None
-        request = json.loads(row[7]) if row[7] else None
-        return OriginateRecord(*tuple(row)[:7], request=request)
+        return None if row is None else originate_row(tuple(row))
 
     # -- the shared outbox --------------------------------------------------------------------
 

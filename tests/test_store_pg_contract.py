@@ -96,7 +96,10 @@ async def test_migrations_run_once_and_a_second_open_is_a_no_op(
     await first.close()
     second = await open_store(settings_for())
     try:
-        assert await rows(second, "SELECT version FROM schema_version ORDER BY version") == [(1,)]
+        assert await rows(second, "SELECT version FROM schema_version ORDER BY version") == [
+            (1,),
+            (2,),
+        ]
         assert await second.get_kv("marker") == "kept"
     finally:
         await second.close()
@@ -315,7 +318,10 @@ async def test_instances_opening_an_empty_postgresql_at_once_all_start_and_migra
 ) -> None:
     stores = await asyncio.gather(*(open_store(StoreSettings(url=pg_url)) for _ in range(6)))
     try:
-        assert await rows(stores[0], "SELECT version FROM schema_version") == [(1,)]
+        assert await rows(stores[0], "SELECT version FROM schema_version ORDER BY version") == [
+            (1,),
+            (2,),
+        ]
     finally:
         for store in stores:
             await store.close()
