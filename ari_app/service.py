@@ -17,9 +17,11 @@ from agi.fastagi import FastAgiServer, start_fastagi
 from ari_app.agent_board import AgentBoard
 from ari_app.ami import AmiClient
 from ari_app.ami_events import tracked_frame_filter
+from ari_app.extension_owner import ExtensionOwners
 from ari_app.http.app import bound_port, start_http
 from ari_app.http.deps import HttpDeps
 from ari_app.originate import AmiOriginateBackend, OriginateService, StoreOriginateLog
+from ari_app.originate_relay import OriginateRelay
 from ari_app.pipeline import Pipeline
 from ari_app.settings import Settings
 from ari_app.survey_spool import SurveySpoolReader
@@ -27,7 +29,7 @@ from crm import metrics
 from crm.adapters.base import Adapter, build_adapter
 from crm.model import Call, Direction, EventKind
 from crm.store import Store
-from crm.store_factory import open_store
+from crm.store_factory import backend_of, open_store
 
 log = logging.getLogger("pbxcrm")
 
@@ -165,16 +167,20 @@ class Service:
             on_disconnected=disconnected,
             frame_filter=tracked_frame_filter(),
         )
+        originate_log = StoreOriginateLog(store)
+        owners = await self._extension_owners()
         self.originate = OriginateService(
             self.settings.http.originate,
             AmiOriginateBackend(self.ami),
             agent_pattern=self.settings.calls.internal_extension_pattern,
-            log_store=StoreOriginateLog(store),
+            log_store=originate_log,
             action_timeout=ami_settings.action_timeout_seconds,
+            owners=owners,
         )
         pipeline.add_frame_listener(self.originate.on_frame)
         self._closers.append(self.originate.close)
         await self.ami.start()
+        self._start_relay(owners, originate_log)
 
     async def _start_ari(self) -> None:
         from ari_app.ari import AriClient
@@ -192,17 +198,47 @@ class Service:
 
         self.ari = AriClient(ari_settings, on_event=pipeline.on_channel_event, on_stasis=on_stasis)
         backend = AriOriginateBackend(self.ari)
+        originate_log = StoreOriginateLog(store)
+        owners = await self._extension_owners()
         self.originate = OriginateService(
             self.settings.http.originate,
             backend,
             agent_pattern=self.settings.calls.internal_extension_pattern,
-            log_store=StoreOriginateLog(store),
+            log_store=originate_log,
             action_timeout=self.settings.pbx.ari.request_timeout_seconds,
+            owners=owners,
         )
         backend.bind(self.originate)
         stasis = StasisApp(self.ari, scripts, originate=backend)
         self._closers.extend([self.originate.close, stasis.close, backend.close])
         await self.ari.start()
+        self._start_relay(owners, originate_log)
+
+    async def _extension_owners(self) -> ExtensionOwners | None:
+        """Click-to-call routing between PBXs; only a shared (PostgreSQL) store has peers."""
+        if backend_of(self.settings.store) != "postgresql":
+            return None
+        assert self.store is not None
+        pbx = self.settings.pbx
+        owners = ExtensionOwners(self.store, pbx.id, pbx.extensions)
+        await owners.publish()
+        return owners
+
+    def _start_relay(
+        self, owners: ExtensionOwners | None, originate_log: StoreOriginateLog
+    ) -> None:
+        """Send the click-to-calls other instances queued for our PBX (ari_app.originate_relay)."""
+        if owners is None or self.originate is None:
+            return
+        pbx = self.settings.pbx
+        relay = OriginateRelay(
+            self.originate, originate_log, pbx.id, max_age_seconds=pbx.relay_max_age_seconds
+        )
+
+        async def poll() -> None:
+            await relay.poll()
+
+        self._tasks.append(asyncio.create_task(self._every(pbx.relay_poll_seconds, poll)))
 
     async def record_survey(self, result: SurveyResult) -> None:
         """A survey rating from the IVR becomes a SURVEY step of its call (saveSurvey etc.)."""
