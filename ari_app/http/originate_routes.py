@@ -117,7 +117,7 @@ ROUTES = [
         "Ring the agent, then dial the client (click-to-call)",
         body=OriginateBody,
         responses={
-            202: "Sent to the PBX; poll status_url for the outcome",
+            202: "Sent to the PBX (or queued for the PBX owning the extension); poll status_url",
             400: "Body is not JSON",
             403: "Extension or destination not allowed",
             422: "A field is invalid",
