@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from crm.adapters.base import Adapter
+from crm.group_commit import run_group_commit
 from crm.metrics import store_commit_ops_total, store_commits_total
 from crm.migrations_pg import migrate
 from crm.model import Call, CallEvent
@@ -689,35 +690,12 @@ class PgStore:
         return await self._enqueue(op)
 
     async def _writer_loop(self) -> None:
-        window = self.settings.commit_window_ms / 1000.0
-        max_batch = self.settings.max_batch
-        queue = self._queue
-        stopping = False
-        while not stopping:
-            first = await queue.get()
-            if first is None:
-                break
-            if window > 0 and queue.qsize() * 2 < max_batch:
-                await asyncio.sleep(window)
-            batch: list[_Write] = [first]
-            weight = first.weight
-            while weight < max_batch:
-                try:
-                    op = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                if op is None:
-                    stopping = True
-                    break
-                batch.append(op)
-                weight += op.weight
-            try:
-                await self._commit(batch)
-            except Exception as exc:
-                log.exception("store: writer failed on a batch of %d writes", len(batch))
-                for op in batch:
-                    if not op.future.done():
-                        op.future.set_exception(exc)
+        await run_group_commit(
+            self._queue,
+            self._commit,
+            window_seconds=self.settings.commit_window_ms / 1000.0,
+            max_batch=self.settings.max_batch,
+        )
 
     async def _commit(self, batch: list[_Write]) -> None:
         try:
