@@ -62,3 +62,36 @@ async def run_group_commit(
             for op in batch:
                 if not op.future.done():
                     op.future.set_exception(exc)
+
+
+async def commit_batch(
+    batch: list[W],
+    transaction: Callable[[list[W]], Awaitable[list[Any]]],
+    committed: Callable[[list[W]], None],
+) -> None:
+    """Run one transaction for the batch and resolve each write's future with its result.
+
+    One bad write must not fail its neighbours: if the batch fails, each write is redone in a
+    transaction of its own, so only the bad one gets the error. `committed` is told of every
+    batch that did commit (counters, wake-ups).
+    """
+    try:
+        results = await transaction(batch)
+    except Exception as exc:
+        if len(batch) == 1:
+            if not batch[0].future.done():
+                batch[0].future.set_exception(exc)
+            return
+        log.warning(
+            "store: a batch of %d writes failed (%s: %s); retrying them one by one",
+            len(batch),
+            type(exc).__name__,
+            exc,
+        )
+        for op in batch:
+            await commit_batch([op], transaction, committed)
+        return
+    for op, result in zip(batch, results, strict=True):
+        if not op.future.done():
+            op.future.set_result(result)
+    committed(batch)

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from crm.adapters.base import Adapter
-from crm.group_commit import run_group_commit
+from crm.group_commit import commit_batch, run_group_commit
 from crm.metrics import store_commit_ops_total, store_commits_total
 from crm.migrations import migrate
 from crm.model import Call, CallEvent, Direction
@@ -646,29 +646,12 @@ class Store:
         )
 
     async def _commit(self, batch: list[_Write]) -> None:
-        try:
-            results = await self._transaction(batch)
-        except Exception as exc:
-            if len(batch) == 1:
-                if not batch[0].future.done():
-                    batch[0].future.set_exception(exc)
-                return
-            # One bad write must not fail its neighbours: redo them one transaction each.
-            log.warning(
-                "store: a batch of %d writes failed (%s: %s); retrying them one by one",
-                len(batch),
-                type(exc).__name__,
-                exc,
-            )
-            for op in batch:
-                await self._commit([op])
-            return
+        await commit_batch(batch, self._transaction, self._committed)
+
+    def _committed(self, batch: list[_Write]) -> None:
         self.commits += 1
         store_commits_total.inc()
         store_commit_ops_total.inc(len(batch))
-        for op, result in zip(batch, results, strict=True):
-            if not op.future.done():
-                op.future.set_result(result)
         if any(op.adds_outbox_rows for op in batch):
             for listener in self._listeners:
                 try:
