@@ -78,7 +78,14 @@ async def replay(tmp_path: Path, scenario: str, *, expected_requests: int) -> li
             await service.ami.send_action({"Action": "Status"}, timeout=5)
         # (The recorded Goodbye answers our Logoff at stop(), so the stream never "finishes".)
         await wait_for(lambda: len(crm.events()) >= expected_requests)
-        await asyncio.sleep(0.2)  # nothing more may follow
+        # Nothing more may follow: every stored step has been delivered, none is left to send.
+        assert service.pipeline is not None and service.store is not None
+        await service.pipeline.drain()
+        async with asyncio.timeout(15):
+            while (await service.store.reader.execute_fetchall(
+                "SELECT count(*) FROM outbox WHERE state != 'done'"
+            ))[0][0]:
+                await asyncio.sleep(0.02)
     finally:
         await service.stop()
         await pbx.stop()
