@@ -8,8 +8,9 @@ order, so each call's lifecycle reaches the outbox ringing-before-answered-befor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,31 @@ log = logging.getLogger("pbxcrm.calls")
 
 CallEventListener = Callable[[CallEvent], None]
 FrameListener = Callable[[dict[str, str]], None]
+
+
+class KeyedLocks:
+    """An asyncio lock per key, forgotten once nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        lock = lock or asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
 
 
 class Pipeline:
@@ -50,6 +76,7 @@ class Pipeline:
         self.events_seen = 0
         self._event_counters: dict[str, Any] = {}
         self.write_errors = 0
+        self._late_steps = KeyedLocks()
 
     def add_call_listener(self, listener: CallEventListener) -> None:
         """Called with every lifecycle event once it is durable (screen pop, demo printer)."""
@@ -124,25 +151,29 @@ class Pipeline:
             if event is not None:
                 self._persist([event])
                 return event
-        call = await self.store.get_call(self.pbx_id, channel_or_call_id)
-        seq = 1
-        if call is not None:
-            events = await self.store.events_for(self.pbx_id, call.call_id)
-            seq = max((e.seq for e in events), default=0) + 1
-        elif fallback_call is not None:
-            call = fallback_call
-        else:
-            return None
-        event = CallEvent(
-            call_id=call.call_id,
-            seq=seq,
-            kind=kind,
-            at=datetime.fromtimestamp(ts, UTC),
-            call=call,
-            extension=extension,
-            data=data,
-        )
-        self._persist([event])
+        # Numbered from the store: two at once for one call (a survey and an agent's note, a
+        # double-clicked save) would both take the same next seq and the store would keep
+        # only the first, so they go one at a time per call, each committed before the next.
+        async with self._late_steps.hold(channel_or_call_id):
+            call = await self.store.get_call(self.pbx_id, channel_or_call_id)
+            seq = 1
+            if call is not None:
+                seq = await self.store.last_seq(self.pbx_id, call.call_id) + 1
+            elif fallback_call is not None:
+                call = fallback_call
+            else:
+                return None
+            event = CallEvent(
+                call_id=call.call_id,
+                seq=seq,
+                kind=kind,
+                at=datetime.fromtimestamp(ts, UTC),
+                call=call,
+                extension=extension,
+                data=data,
+            )
+            # Not raising here: a failed write is logged and counted by _recorded.
+            await asyncio.wait(self._persist([event]))
         return event
 
     async def add_call_events(self, call_events: Sequence[CallEvent]) -> None:

@@ -576,6 +576,14 @@ class Store:
         )
         return [Call.model_validate_json(call_json) for (call_json,) in rows]
 
+    async def last_seq(self, pbx_id: str, call_id: str) -> int:
+        """The highest step number stored for the call, 0 for none."""
+        rows = await self._reader.execute_fetchall(
+            "SELECT coalesce(max(seq), 0) FROM call_events WHERE pbx_id = ? AND call_id = ?",
+            (pbx_id, call_id),
+        )
+        return int(next(iter(rows))[0])
+
     async def events_for(self, pbx_id: str, call_id: str) -> list[CallEvent]:
         rows = await self._reader.execute_fetchall(
             "SELECT event_json FROM call_events WHERE pbx_id = ? AND call_id = ? ORDER BY seq",

@@ -535,6 +535,15 @@ class PgStore:
         )
         return [Call.model_validate_json(row[0]) for row in rows]
 
+    async def last_seq(self, pbx_id: str, call_id: str) -> int:
+        """The highest step number stored for the call, 0 for none."""
+        value = await self._pool.fetchval(
+            "SELECT coalesce(max(seq), 0) FROM call_events WHERE pbx_id = $1 AND call_id = $2",
+            pbx_id,
+            call_id,
+        )
+        return int(value)
+
     async def events_for(self, pbx_id: str, call_id: str) -> list[CallEvent]:
         rows = await self._pool.fetch(
             "SELECT event_json FROM call_events WHERE pbx_id = $1 AND call_id = $2 ORDER BY seq",

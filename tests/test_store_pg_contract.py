@@ -325,3 +325,30 @@ async def test_instances_opening_an_empty_postgresql_at_once_all_start_and_migra
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_steps_added_at_once_to_an_ended_call_each_get_their_own_seq(
+    store: AnyStore,
+) -> None:
+    """A survey and agents' notes for a call that already ended are numbered from the store;
+    several at once must not share a seq (the store keeps only one step per seq)."""
+    from ari_app.call_rules import CallRules
+    from ari_app.pipeline import Pipeline
+    from crm.model import EventKind
+
+    call, events = call_with_events("ended-1", 3, ended=True)
+    await store.record(call, events, [])
+    pipeline = Pipeline(CallRules(), store, [], pbx_id="default")  # type: ignore[arg-type]
+    added = await asyncio.gather(
+        *(
+            pipeline.add_call_event("ended-1", EventKind.SURVEY, data={"rating": str(n)})
+            for n in range(1, 10)
+        )
+    )
+    assert sorted(e.seq for e in added if e is not None) == list(range(4, 13))
+    stored = await store.events_for("default", "ended-1")
+    assert [e.seq for e in stored] == list(range(1, 13))
+    ratings = sorted(str(e.data["rating"]) for e in stored if e.kind == EventKind.SURVEY)
+    assert ratings == [str(n) for n in range(1, 10)]
+    assert await store.last_seq("default", "ended-1") == 12
+    assert await store.last_seq("default", "never-seen") == 0
