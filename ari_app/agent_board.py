@@ -6,7 +6,9 @@ Rules (what agents of ring-all groups and queues expect):
   extension that rang loses it (and a later transfer target takes it over);
 - when the conversation ends the answering agent keeps the card, marked ended, to write the
   note; cards nobody answered disappear (missed calls belong to call history, not the pop);
-- an ended card goes when its agent dismisses it or after `keep_ended_seconds`.
+- an ended card goes when its agent dismisses it, after `keep_ended_seconds`, or when its
+  agent has more than `max_ended_per_extension` ended cards (the oldest goes): a busy queue
+  agent ends hundreds of calls in a shift, and the board must not grow with them.
 
 The board only keeps state and wakes whoever watches an extension; the HTTP port renders it.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -68,12 +71,16 @@ class AgentBoard:
         *,
         directions: Iterable[Direction | str] = (Direction.INBOUND, Direction.OUTBOUND),
         keep_ended_seconds: float = 4 * 3600.0,
+        max_ended_per_extension: int = 20,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.directions = frozenset(Direction(d) for d in directions)
         self.keep_ended_seconds = keep_ended_seconds
+        self.max_ended_per_extension = max_ended_per_extension
         self._clock = clock
         self._cards: dict[str, dict[str, Card]] = {}  # call_id -> extension -> card
+        # extension -> call ids of its ended cards, oldest first (expiry and the cap)
+        self._ended: dict[str, OrderedDict[str, None]] = {}
         self._subscribers: dict[str, set[Subscription]] = {}
         self.closed = False
         self._next_expiry = float("-inf")
@@ -113,8 +120,7 @@ class AgentBoard:
                 elif card.state == "answered" and (
                     event.kind is not EventKind.VOICEMAIL or call.end_time is not None
                 ):
-                    card.state = "ended"
-                    card.ended_at = self._clock()
+                    self._end(card)
                 touched.add(extension)
         if not cards:
             del self._cards[event.call_id]
@@ -141,8 +147,7 @@ class AgentBoard:
                 del cards[extension]  # rang too, someone else picked up
                 touched.add(extension)
             elif card.state == "answered":
-                card.state = "ended"  # handed the call on: their part is over
-                card.ended_at = self._clock()
+                self._end(card)  # handed the call on: their part is over
                 touched.add(extension)
         return touched
 
@@ -170,11 +175,9 @@ class AgentBoard:
         """The agent closes an ended card; a live call's card cannot be dismissed."""
         cards = self._cards.get(call_id)
         card = cards.get(extension) if cards else None
-        if cards is None or card is None or card.state != "ended":
+        if card is None or card.state != "ended":
             return False
-        del cards[extension]
-        if not cards:
-            del self._cards[call_id]
+        self._remove(extension, call_id)
         self._wake({extension})
         return True
 
@@ -212,23 +215,50 @@ class AgentBoard:
             for subscription in self._subscribers.get(extension, ()):
                 subscription.wake()
 
+    def _end(self, card: Card) -> None:
+        card.state = "ended"
+        card.ended_at = self._clock()
+        ended = self._ended.setdefault(card.extension, OrderedDict())
+        ended[card.call_id] = None
+        while len(ended) > self.max_ended_per_extension:
+            oldest = next(iter(ended))
+            self._remove(card.extension, oldest)
+            self._wake({card.extension})
+
+    def _remove(self, extension: str, call_id: str) -> None:
+        """Forget one card (and the call once no card shows it)."""
+        cards = self._cards.get(call_id)
+        if cards is not None and cards.pop(extension, None) is not None and not cards:
+            del self._cards[call_id]
+        ended = self._ended.get(extension)
+        if ended is not None:
+            ended.pop(call_id, None)
+            if not ended:
+                del self._ended[extension]
+
     def _drop(self, call_id: str) -> None:
-        cards = self._cards.pop(call_id, {})
-        self._wake(set(cards))
+        cards = self._cards.get(call_id, {})
+        extensions = set(cards)
+        for extension in extensions:
+            self._remove(extension, call_id)
+        self._wake(extensions)
 
     def _expire(self, *, throttled: bool = False) -> None:
         now = self._clock()
         if throttled:
-            # A pass walks every card; once per call event that was O(cards) per event, 57%
-            # of AMI ingest's CPU with 2,400 calls in progress. Readers still expire exactly.
+            # Once per call event would be a pass per event for nothing; readers still expire
+            # exactly.
             if now < self._next_expiry:
                 return
             self._next_expiry = now + min(1.0, self.keep_ended_seconds / 10)
         limit = now - self.keep_ended_seconds
-        for call_id, cards in list(self._cards.items()):
-            for extension, card in list(cards.items()):
-                if card.ended_at is not None and card.ended_at < limit:
-                    del cards[extension]
-                    self._wake({extension})
-            if not cards:
-                del self._cards[call_id]
+        # Each extension's ended cards are in the order they ended: only the expired head is
+        # walked, not every card.
+        for extension, ended in list(self._ended.items()):
+            while ended:
+                call_id = next(iter(ended))
+                card = self._cards.get(call_id, {}).get(extension)
+                if card is not None and card.ended_at is not None and card.ended_at >= limit:
+                    break
+                self._remove(extension, call_id)
+                self._wake({extension})

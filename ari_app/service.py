@@ -94,7 +94,9 @@ class Service:
         await self.pipeline.restore()
         agent = settings.http.agent
         self.agent_board = AgentBoard(
-            directions=agent.directions, keep_ended_seconds=agent.keep_ended_minutes * 60
+            directions=agent.directions,
+            keep_ended_seconds=agent.keep_ended_minutes * 60,
+            max_ended_per_extension=agent.max_ended_cards,
         )
         self.pipeline.add_call_listener(self.agent_board.on_call_event)
         if self.send and self.adapters:

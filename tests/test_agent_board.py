@@ -47,17 +47,33 @@ class Feed:
         self.ts += 0.1
         self.frame({"Event": event, "Timestamp": f"{self.ts:.6f}", **headers})
 
-    def channel(self, name: str, uniqueid: str, linkedid: str, caller: str, *,
-                trunk: bool = False, exten: str = "s") -> None:
+    def channel(
+        self,
+        name: str,
+        uniqueid: str,
+        linkedid: str,
+        caller: str,
+        *,
+        trunk: bool = False,
+        exten: str = "s",
+    ) -> None:
         self.channels[name] = {"Channel": name, "Uniqueid": uniqueid, "Linkedid": linkedid}
-        self.send("Newchannel", **self.channels[name],
-                  Context="from-trunk" if trunk else "from-internal", Exten=exten,
-                  CallerIDNum=caller, CallerIDName=caller,
-                  ChannelStateDesc="Ring" if trunk else "Down")
+        self.send(
+            "Newchannel",
+            **self.channels[name],
+            Context="from-trunk" if trunk else "from-internal",
+            Exten=exten,
+            CallerIDNum=caller,
+            CallerIDName=caller,
+            ChannelStateDesc="Ring" if trunk else "Down",
+        )
 
     def dial(self, caller: str, dest: str, status: str | None = None) -> None:
-        headers = {**self.channels[caller], "DestChannel": dest,
-                   "DestUniqueid": self.channels[dest]["Uniqueid"]}
+        headers = {
+            **self.channels[caller],
+            "DestChannel": dest,
+            "DestUniqueid": self.channels[dest]["Uniqueid"],
+        }
         if status is None:
             self.send("DialBegin", **headers, DialString=dest.split("/")[1].split("-")[0])
         else:
@@ -77,8 +93,9 @@ def ring_all(feed: Feed, call: str, caller: str, extensions: list[str]) -> None:
 
     `call` becomes the channel names' suffix, which Asterisk writes in hex: keep it hex.
     """
-    feed.channel(f"PJSIP/trunk-{call}", f"{call}.1", f"{call}.1", caller, trunk=True,
-                 exten="4951112233")
+    feed.channel(
+        f"PJSIP/trunk-{call}", f"{call}.1", f"{call}.1", caller, trunk=True, exten="4951112233"
+    )
     for i, extension in enumerate(extensions, start=2):
         feed.channel(f"PJSIP/{extension}-{call}", f"{call}.{i}", f"{call}.1", extension)
         feed.dial(f"PJSIP/trunk-{call}", f"PJSIP/{extension}-{call}")
@@ -186,6 +203,45 @@ def test_only_an_ended_card_can_be_dismissed_and_old_ones_expire() -> None:
     assert feed.board.dismiss("7070", "e1.1") is False  # not theirs
     now[0] = 61.0
     assert feed.cards("7181") == []
+
+
+def answered_and_ended(feed: Feed, call: str, extension: str) -> None:
+    ring_all(feed, call, "+79031112233", [extension])
+    feed.dial(f"PJSIP/trunk-{call}", f"PJSIP/{extension}-{call}", "ANSWER")
+    feed.hangup(f"PJSIP/{extension}-{call}", request=True)
+    feed.hangup(f"PJSIP/trunk-{call}")
+
+
+def test_an_agent_keeps_only_the_newest_ended_cards_so_a_busy_shift_does_not_grow() -> None:
+    now = [0.0]
+    feed = Feed(AgentBoard(max_ended_per_extension=3, clock=lambda: now[0]))
+    for n in range(1, 7):
+        now[0] += 1
+        answered_and_ended(feed, f"c{n}", "7181")
+    answered_and_ended(feed, "d1", "7070")
+    assert feed.cards("7181") == [("c6.1", "ended"), ("c5.1", "ended"), ("c4.1", "ended")]
+    assert feed.cards("7070") == [("d1.1", "ended")]  # another agent's cards are not touched
+    assert feed.board.open_cards == 4
+    # A dismissed card frees its place; the next ended call does not push out another.
+    assert feed.board.dismiss("7181", "c5.1") is True
+    now[0] += 1
+    answered_and_ended(feed, "c7", "7181")
+    assert feed.cards("7181") == [("c7.1", "ended"), ("c6.1", "ended"), ("c4.1", "ended")]
+
+
+def test_expiry_removes_only_the_cards_that_ended_long_enough_ago() -> None:
+    now = [0.0]
+    feed = Feed(AgentBoard(keep_ended_seconds=60, clock=lambda: now[0]))
+    answered_and_ended(feed, "f1", "7181")
+    now[0] = 30.0
+    answered_and_ended(feed, "f2", "7181")
+    now[0] = 31.0
+    ring_all(feed, "f3", "+79031112233", ["7181"])  # ringing: never expires
+    now[0] = 61.0
+    assert feed.cards("7181") == [("f3.1", "ringing"), ("f2.1", "ended")]
+    now[0] = 91.0
+    assert feed.cards("7181") == [("f3.1", "ringing")]
+    assert feed.board.open_cards == 1
 
 
 async def test_a_watcher_wakes_for_its_own_extension_only() -> None:

@@ -64,6 +64,8 @@ class AgentSettings(BaseModel):
     history_limit: int = Field(default=5, ge=0, le=50)
     # An ended call's card stays (for the note) until dismissed or this old.
     keep_ended_minutes: float = Field(default=240.0, gt=0)
+    # ... and only this many ended cards per agent are kept (the oldest goes first).
+    max_ended_cards: int = Field(default=20, ge=1, le=1000)
     # Link to the CRM record when the lookup gave none: {number} (E.164 when it parses),
     # {digits}. Empty: no link.
     crm_url_template: str = ""
