@@ -17,9 +17,7 @@ DEFAULT_CONFIG = "config/pbxcrm.toml"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pbxcrm", description="Connects an Asterisk PBX to CRMs."
-    )
+    parser = argparse.ArgumentParser(prog="pbxcrm", description="Connects an Asterisk PBX to CRMs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="follow the PBX and deliver calls to the CRMs")
@@ -112,21 +110,12 @@ async def _outbox(args: argparse.Namespace, settings: Settings) -> int:
                 print(json.dumps(row, ensure_ascii=False, default=str))
             print(f"{len(rows)} row(s)", file=sys.stderr)
         elif args.action == "retry":
-            if hasattr(store, "requeue_dead"):  # PostgreSQL: outbox_admin's SQL is SQLite's
-                count = await store.requeue_dead(args.ids)
-            else:
-                count = await outbox_admin.retry(store, args.ids)
+            count = await outbox_admin.retry(store, args.ids)
             print(f"{count} delivery(ies) queued again")
         else:
-            if hasattr(store, "purge_deliveries"):
-                cutoff = store.now() - args.older_than_days * 86400
-                count = await store.purge_deliveries(args.state or "done", cutoff)
-            else:
-                count = await outbox_admin.purge(
-                    store,
-                    state=args.state or "done",
-                    older_than_seconds=args.older_than_days * 86400,
-                )
+            count = await outbox_admin.purge(
+                store, state=args.state or "done", older_than_seconds=args.older_than_days * 86400
+            )
             print(f"{count} row(s) purged")
     finally:
         await store.close()
@@ -137,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         settings = _load(args.config)
-        print(f"{args.config}: OK ({len(settings.crm)} CRM block(s), PBX source "
-              f"{settings.pbx.source} at {settings.pbx.ami.host}:{settings.pbx.ami.port})")
+        print(
+            f"{args.config}: OK ({len(settings.crm)} CRM block(s), PBX source "
+            f"{settings.pbx.source} at {settings.pbx.ami.host}:{settings.pbx.ami.port})"
+        )
         return 0
     if args.command == "demo":
         from ari_app.demo import DEMO_PACE, run_demo

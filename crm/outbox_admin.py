@@ -1,8 +1,9 @@
 """What `pbxcrm outbox list|retry|purge` does: plain functions over the store.
 
-They are safe while `pbxcrm run` is running on the same file: writes go through this
-process's own store writer (SQLite serialises the two processes), and the running outbox
-sees retried rows at its next poll.
+They are safe while `pbxcrm run` is running on the same store: writes go through this
+process's own store writer (SQLite serialises the two processes; PostgreSQL's rows are
+claimed with leases), and the running outbox sees retried rows at its next poll. Both
+backends answer the same calls (`requeue_dead`, `purge_deliveries`, `reader`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import aiosqlite
-
-from crm.store import Store
+from crm.store_factory import AnyStore
 
 STATES = ("pending", "done", "dead")
 _PURGEABLE = ("done", "dead")
@@ -36,7 +35,7 @@ def _check_state(state: str | None) -> None:
 
 
 async def list_deliveries(
-    store: Store,
+    store: AnyStore,
     state: str | None = None,
     adapter: str | None = None,
     limit: int = 50,
@@ -85,32 +84,18 @@ async def list_deliveries(
     return result
 
 
-async def retry(store: Store, ids: Sequence[int] | None = None) -> int:
+async def retry(store: AnyStore, ids: Sequence[int] | None = None) -> int:
     """Send dead deliveries again with a fresh set of attempts: the given ids, or all dead.
 
     Returns how many rows were re-queued. Done and pending rows are left alone.
     """
-    now = store.now()
-    if ids is not None and not ids:
-        return 0
-
-    async def requeue(conn: aiosqlite.Connection) -> int:
-        sql = (
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
-            " claimed_until = NULL WHERE state = 'dead'"
-        )
-        params: list[Any] = [now]
-        if ids is not None:
-            sql += " AND id IN (SELECT value FROM json_each(?))"
-            params.append(_json_ids(ids))
-        cursor = await conn.execute(sql, params)
-        return cursor.rowcount
-
-    # adds_outbox_rows: the running outbox in this process (if any) looks at once.
-    return await store.write(requeue, adds_outbox_rows=True)
+    for value in ids or ():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"outbox ids are integers, not {value!r}")
+    return await store.requeue_dead(ids)
 
 
-async def purge(store: Store, state: str = "done", older_than_seconds: float = 7 * 86400) -> int:
+async def purge(store: AnyStore, state: str = "done", older_than_seconds: float = 7 * 86400) -> int:
     """Delete done (or dead) deliveries finished more than `older_than_seconds` ago.
 
     Pending rows are never purged: they are deliveries still owed to a CRM. The calls and
@@ -124,22 +109,4 @@ async def purge(store: Store, state: str = "done", older_than_seconds: float = 7
         )
     if older_than_seconds < 0:
         raise ValueError("older_than_seconds cannot be negative")
-    cutoff = store.now() - older_than_seconds
-
-    async def delete(conn: aiosqlite.Connection) -> int:
-        cursor = await conn.execute(
-            "DELETE FROM outbox WHERE state = ? AND COALESCE(delivered_at, next_attempt_at) < ?",
-            (state, cutoff),
-        )
-        return cursor.rowcount
-
-    return await store.write(delete)
-
-
-def _json_ids(ids: Sequence[int]) -> str:
-    clean = []
-    for value in ids:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"outbox ids are integers, not {value!r}")
-        clean.append(value)
-    return "[" + ",".join(str(v) for v in clean) + "]"
+    return await store.purge_deliveries(state, store.now() - older_than_seconds)

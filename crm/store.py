@@ -418,6 +418,41 @@ class Store:
         """
         return await self._submit(_Function(fn, self._future(), 1, adds_outbox_rows))
 
+    async def requeue_dead(self, ids: Sequence[int] | None = None) -> int:
+        """`pbxcrm outbox retry`: dead rows (the given ids, or all) go again with a fresh set
+        of attempts; returns how many. Other states are left alone."""
+        if ids is not None and not ids:
+            return 0
+        sql = (
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+            " claimed_until = NULL WHERE state = 'dead'"
+        )
+        params: list[Any] = [self._now()]
+        if ids is not None:
+            sql += " AND id IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps([int(value) for value in ids]))
+
+        async def requeue(conn: aiosqlite.Connection) -> int:
+            return (await conn.execute(sql, params)).rowcount
+
+        # adds_outbox_rows: the running outbox in this process (if any) looks at once.
+        return await self.write(requeue, adds_outbox_rows=True)
+
+    async def purge_deliveries(self, state: str, cutoff: float) -> int:
+        """`pbxcrm outbox purge`: delete `state` (done or dead) rows finished before `cutoff`."""
+        if state not in ("done", "dead"):
+            raise ValueError(f"{state} deliveries cannot be purged (only done or dead)")
+
+        async def delete(conn: aiosqlite.Connection) -> int:
+            cursor = await conn.execute(
+                "DELETE FROM outbox WHERE state = ?"
+                " AND COALESCE(delivered_at, next_attempt_at) < ?",
+                (state, cutoff),
+            )
+            return cursor.rowcount
+
+        return await self.write(delete)
+
     async def save_note(
         self,
         *,
