@@ -21,7 +21,7 @@ from ari_app.tracker import CallTracker
 from crm import metrics
 from crm.adapters.base import Adapter
 from crm.model import Call, CallEvent, EventKind
-from crm.store import Store
+from crm.store_factory import AnyStore
 
 log = logging.getLogger("pbxcrm.calls")
 
@@ -58,7 +58,7 @@ class Pipeline:
     def __init__(
         self,
         rules: CallRules,
-        store: Store,
+        store: AnyStore,
         adapters: Sequence[Adapter],
         *,
         pbx_id: str = "default",

@@ -28,8 +28,7 @@ from ari_app.survey_spool import SurveySpoolReader
 from crm import metrics
 from crm.adapters.base import Adapter, build_adapter
 from crm.model import Call, Direction, EventKind
-from crm.store import Store
-from crm.store_factory import backend_of, open_store
+from crm.store_factory import AnyStore, backend_of, open_store
 
 log = logging.getLogger("pbxcrm")
 
@@ -51,7 +50,7 @@ class Service:
         self.send = send
         self._own_session = http_session is None
         self._session = http_session
-        self.store: Store | None = None
+        self.store: AnyStore | None = None
         self.adapters: list[Adapter] = []
         self.outbox: Any = None  # crm.outbox.Outbox when delivering
         self.pipeline: Pipeline | None = None

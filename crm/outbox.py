@@ -19,6 +19,7 @@ Rules, and why:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ from crm.adapters.base import Adapter, DeliveryError, DeliveryOutcome
 from crm.metrics import deliveries_total, outbox_depth
 from crm.model import CallEvent
 from crm.secrets import known_secrets
-from crm.store import Store
+from crm.store_factory import AnyStore
 from crm.store_settings import OutboxSettings
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class Outbox:
 
     def __init__(
         self,
-        store: Store,
+        store: AnyStore,
         adapters: Mapping[str, Adapter],
         settings: OutboxSettings,
         *,
@@ -135,6 +136,7 @@ class Outbox:
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._busy: dict[str, int] = dict.fromkeys(self._adapters, 0)
         # Rows claimed but not started yet (their adapter had no free slot). They stay pending
@@ -160,6 +162,8 @@ class Outbox:
         await self._warn_about_unknown_adapters()
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="pbxcrm-outbox")
+        if self._shared:
+            self._renewer = asyncio.create_task(self._renew_leases(), name="pbxcrm-leases")
 
     async def stop(self) -> None:
         """Stop claiming; give deliveries in flight `stop_grace_seconds`, then cancel them.
@@ -187,9 +191,30 @@ class Outbox:
             if late:
                 log.warning("outbox: %d deliveries cancelled at stop; they stay pending", len(late))
                 await asyncio.gather(*late, return_exceptions=True)
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
+
+    async def _renew_leases(self) -> None:
+        """Keep the leases of rows this instance holds while they wait or are being sent, so a
+        CRM slower than `lease_seconds` does not hand its delivery to another instance (which
+        would send it a second time). An instance that dies stops renewing: its rows are taken
+        over once the last renewal runs out."""
+        lease = self._settings.lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            held = [*self._inflight, *(row.id for ready in self._ready.values() for row in ready)]
+            if not held:
+                continue
+            try:
+                await self._store.renew_leases(held, owner=self._owner, lease_seconds=lease)  # type: ignore[union-attr]
+            except Exception as exc:
+                log.warning("outbox: could not renew %d leases: %s", len(held), exc)
 
     def notify(self) -> None:
         """New rows may be due: look now instead of at the next poll."""

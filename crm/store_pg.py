@@ -629,6 +629,22 @@ class PgStore:
         )
         return result != "UPDATE 0"
 
+    async def renew_leases(
+        self, row_ids: Sequence[int], *, owner: str, lease_seconds: float
+    ) -> int:
+        """Extend `owner`'s leases on rows it still holds (deliveries in flight or waiting for a
+        slot) to `lease_seconds` from now; returns how many it still held."""
+        if not row_ids:
+            return 0
+        status = await self._pool.execute(
+            "UPDATE outbox SET claimed_until = $3"
+            " WHERE id = ANY($1::bigint[]) AND claimed_by = $2 AND state = 'pending'",
+            list(row_ids),
+            owner,
+            self._now() + lease_seconds,
+        )
+        return int(status.split()[-1])
+
     async def release_deliveries(self, row_ids: Sequence[int], *, owner: str) -> None:
         """Give back leases not started (on a clean stop), so another instance goes at once."""
         if row_ids:

@@ -45,7 +45,7 @@ class OutboxSettings(BaseModel):
     # On stop, deliveries in flight get this long to finish before they are cancelled (a
     # cancelled delivery stays pending and is sent again, with the same key, after restart).
     stop_grace_seconds: float = Field(default=5.0, ge=0)
-    # PostgreSQL only: a claimed delivery belongs to its instance this long. If the instance
-    # dies, another one takes the row over once the lease has run out. Keep it longer than any
-    # CRM's timeout_seconds, or a slow delivery may be sent twice (same idempotency key).
+    # PostgreSQL only: a claimed delivery belongs to its instance this long, renewed every
+    # lease/3 while the instance holds it. If the instance dies, another one takes the row
+    # over once the last renewal has run out.
     lease_seconds: float = Field(default=60.0, gt=0)

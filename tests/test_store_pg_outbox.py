@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from crm.outbox import Outbox
 from crm.store_pg import PgStore
@@ -24,6 +25,7 @@ from tests.test_store_support import (
     Received,
     call_with_events,
     make_adapter,
+    wait_until,
 )
 
 
@@ -167,6 +169,48 @@ async def test_rows_leased_by_a_dead_instance_are_delivered_by_another_after_the
         finally:
             await outbox.stop()
         assert_each_key_once_in_call_order(crm.accepted, 10)
+    finally:
+        await crm.stop()
+
+
+async def test_a_delivery_slower_than_the_lease_keeps_its_lease_and_goes_out_once(
+    open_pg: Callable[..., Any], http: aiohttp.ClientSession
+) -> None:
+    """The CRM takes 2.5 s; leases last 0.6 s. The instance sending renews its lease, so the
+    other instance, polling every 0.1 s, never takes the row over and sends it again."""
+
+    async def slow(received: Received, count: int) -> web.StreamResponse:
+        await asyncio.sleep(2.5)
+        return web.json_response({"ok": True})
+
+    crm = await FakeCrm(behaviour=slow).start()
+    settings = OutboxSettings(poll_interval_seconds=0.1, lease_seconds=0.6)
+    try:
+        stores = [await open_pg(), await open_pg()]
+        adapters = [make_adapter(http, crm.url, timeout_seconds=10) for _ in stores]
+        outboxes = [
+            Outbox(store, {"crm": adapter}, settings)
+            for store, adapter in zip(stores, adapters, strict=True)
+        ]
+        for outbox in outboxes:
+            await outbox.start()
+        try:
+            await stores[0].record(*call_with_events("slow", 1), [adapters[0]])
+            await crm.wait_for(lambda: len(crm.accepted) >= 1, timeout=10)
+
+            async def done() -> bool:
+                rows = await stores[1].reader.execute_fetchall(
+                    "SELECT COUNT(*) FROM outbox WHERE state = 'done'"
+                )
+                return rows == [(1,)]
+
+            await wait_until(done)
+        finally:
+            for outbox in outboxes:
+                await outbox.stop()
+        # A takeover would have started within ~0.7 s of the first send, long before the
+        # first one finished, so it would be here by now.
+        assert len(crm.arrivals) == 1, [r.key for r in crm.arrivals]
     finally:
         await crm.stop()
 

@@ -14,12 +14,13 @@ if TYPE_CHECKING:
     from ari_app.originate import OriginateService
     from ari_app.pipeline import Pipeline
     from ari_app.settings import Settings
+    from crm.store_factory import AnyStore
 
 
 @dataclass(slots=True)
 class HttpDeps:
     settings: Settings  # the root settings: [http] plus [calls] (recording_dir) and [pbx] id
-    store: Any | None = None  # crm.store.Store; history reads through its read connection
+    store: AnyStore | None = None  # history reads through its read connection
     originate_service: OriginateService | None = None  # None: click-to-call answers 503
     lookup: Any | None = None
     metrics_registry: CollectorRegistry | None = None  # None: prometheus_client's default
