@@ -22,42 +22,33 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import groupby
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiosqlite
 
 from crm.adapters.base import Adapter
-from crm.group_commit import commit_batch, run_group_commit
-from crm.metrics import store_commit_ops_total, store_commits_total
 from crm.migrations import migrate
 from crm.model import Call, CallEvent, Direction
 from crm.store_settings import StoreSettings
+from crm.store_writer import (
+    PHASE_CALLS,
+    PHASE_EVENTS,
+    PHASE_OUTBOX,
+    Params,
+    StatementsWrite,
+    StoreWriter,
+    Write,
+)
+from crm.store_writer import StoreClosedError as StoreClosedError  # callers catch it from here
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-Params = tuple[Any, ...]
-
 _NON_DIGITS = re.compile(r"\D+")
 
-
-class StoreClosedError(RuntimeError):
-    """A write was attempted after `Store.close()`."""
-
-
-# Within one batch, statements run grouped by phase so that thousands of record() calls become
-# three executemany() calls (calls, events, outbox rows) instead of interleaved single rows.
-# Outbox rows select their event row, so they must follow the events; every other write keeps
-# its queue order (phase ORDERED), so e.g. two put_kv() of one key still land in order.
-_PHASE_CALLS = 0
-_PHASE_EVENTS = 1
-_PHASE_OUTBOX = 2
-_PHASE_ORDERED = 3
 
 _CALL_COLUMNS = (
     "pbx_id",
@@ -228,30 +219,7 @@ def originate_row(row: tuple[Any, ...]) -> OriginateRecord:
     return OriginateRecord(*row[:7], request=request, target_pbx_id=row[8])
 
 
-@dataclass(slots=True)
-class _Statements:
-    """A write made only of statements; the writer may merge it with its neighbours."""
-
-    statements: list[tuple[int, str, Params]]
-    future: asyncio.Future[Any]
-    weight: int
-    adds_outbox_rows: bool = False
-
-
-@dataclass(slots=True)
-class _Function:
-    """A write that needs a result (row id, row count): runs alone, in the batch's transaction."""
-
-    fn: Callable[[aiosqlite.Connection], Awaitable[Any]]
-    future: asyncio.Future[Any]
-    weight: int = 1
-    adds_outbox_rows: bool = False
-
-
-_Write = _Statements | _Function
-
-
-class Store:
+class Store(StoreWriter[aiosqlite.Connection]):
     """Open with `await Store.open(settings)`; close with `await store.close()`."""
 
     def __init__(
@@ -261,18 +229,9 @@ class Store:
         reader: aiosqlite.Connection,
         now: Callable[[], float],
     ) -> None:
-        self.settings = settings
         self.path = Path(settings.path)
-        self._writer = writer
         self._reader = reader
-        self._now = now
-        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
-        self._closed = False
-        self._listeners: list[Callable[[], None]] = []
-        self._writer_task: asyncio.Task[None] = asyncio.create_task(
-            self._writer_loop(), name="pbxcrm-store-writer"
-        )
-        self.commits = 0  # transactions committed; tests use it to prove batching
+        super().__init__(settings, writer, now, task_name="pbxcrm-store-writer")
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -296,17 +255,12 @@ class Store:
         log.info("store: opened %s (synchronous=%s)", path, settings.synchronous)
         return cls(settings, writer, reader, now)
 
-    async def close(self) -> None:
-        """Commit everything queued so far, then close both connections."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._queue.put(None)
-        try:
-            await self._writer_task
-        finally:
-            await self._reader.close()
-            await self._writer.close()
+    def describe(self) -> str:
+        return str(self.path)
+
+    async def _close_connections(self) -> None:
+        await self._reader.close()
+        await self._writer.close()
 
     @property
     def reader(self) -> aiosqlite.Connection:
@@ -323,14 +277,6 @@ class Store:
         conn = await _connect(self.path, self.settings)
         await conn.execute("PRAGMA query_only=ON")
         return conn
-
-    def now(self) -> float:
-        """The store's clock (epoch seconds), injectable for tests."""
-        return self._now()
-
-    def add_listener(self, callback: Callable[[], None]) -> None:
-        """Call `callback()` after every commit that added outbox rows (the outbox's wake-up)."""
-        self._listeners.append(callback)
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -355,14 +301,14 @@ class Store:
         """
         now = self._now()
         statements: list[tuple[int, str, Params]] = [
-            (_PHASE_CALLS, _UPSERT_CALL, _call_params(call, now))
+            (PHASE_CALLS, _UPSERT_CALL, _call_params(call, now))
         ]
         adds_outbox = False
         for event in events:
             pbx_id = event.call.pbx_id
             statements.append(
                 (
-                    _PHASE_EVENTS,
+                    PHASE_EVENTS,
                     _INSERT_EVENT,
                     (
                         pbx_id,
@@ -380,7 +326,7 @@ class Store:
                     adds_outbox = True
                     statements.append(
                         (
-                            _PHASE_OUTBOX,
+                            PHASE_OUTBOX,
                             _INSERT_OUTBOX,
                             (
                                 adapter.name,
@@ -393,30 +339,16 @@ class Store:
                             ),
                         )
                     )
-        return self._enqueue(_Statements(statements, self._future(), len(statements), adds_outbox))
+        return self._enqueue(
+            StatementsWrite(statements, self._future(), len(statements), adds_outbox)
+        )
 
     async def upsert_call(self, call: Call) -> None:
         """Store a call snapshot without events (cheaper than record() when nothing is sent)."""
         params = _call_params(call, self._now())
-        await self._submit(_Statements([(_PHASE_CALLS, _UPSERT_CALL, params)], self._future(), 1))
-
-    async def execute_write(self, statements: Sequence[tuple[str, Params]]) -> None:
-        """Run parameterised write statements in order, inside the next group commit."""
-        ops = [(_PHASE_ORDERED, sql, tuple(params)) for sql, params in statements]
-        await self._submit(_Statements(ops, self._future(), max(1, len(ops))))
-
-    async def write(
-        self,
-        fn: Callable[[aiosqlite.Connection], Awaitable[T]],
-        *,
-        adds_outbox_rows: bool = False,
-    ) -> T:
-        """Run `await fn(conn)` inside the writer's transaction; returns its result once committed.
-
-        `fn` must only execute statements (no BEGIN/COMMIT) and must not wait on anything else:
-        every other write waits behind it.
-        """
-        return await self._submit(_Function(fn, self._future(), 1, adds_outbox_rows))
+        await self._submit(
+            StatementsWrite([(PHASE_CALLS, _UPSERT_CALL, params)], self._future(), 1)
+        )
 
     async def requeue_dead(self, ids: Sequence[int] | None = None) -> int:
         """`pbxcrm outbox retry`: dead rows (the given ids, or all) go again with a fresh set
@@ -664,61 +596,13 @@ class Store:
 
     # -- the writer ---------------------------------------------------------------------------
 
-    def _future(self) -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().create_future()
-
-    def _enqueue(self, op: _Write) -> asyncio.Future[Any]:
-        if self._closed:
-            raise StoreClosedError(f"store {self.path} is closed")
-        if self._writer_task.done():
-            raise StoreClosedError(f"store {self.path}: the writer task has stopped")
-        self._queue.put_nowait(op)
-        return op.future
-
-    async def _submit(self, op: _Write) -> Any:
-        # A caller that gives up (timeout, cancel) cancels only its future: the write stays
-        # queued and is committed anyway, and the writer skips futures already done.
-        return await self._enqueue(op)
-
-    async def _writer_loop(self) -> None:
-        await run_group_commit(
-            self._queue,
-            self._commit,
-            window_seconds=self.settings.commit_window_ms / 1000.0,
-            max_batch=self.settings.max_batch,
-        )
-
-    async def _commit(self, batch: list[_Write]) -> None:
-        await commit_batch(batch, self._transaction, self._committed)
-
-    def _committed(self, batch: list[_Write]) -> None:
-        self.commits += 1
-        store_commits_total.inc()
-        store_commit_ops_total.inc(len(batch))
-        if any(op.adds_outbox_rows for op in batch):
-            for listener in self._listeners:
-                try:
-                    listener()
-                except Exception:
-                    log.exception("store: commit listener failed")
-
-    async def _transaction(self, batch: list[_Write]) -> list[Any]:
+    async def _transaction(self, batch: list[Write]) -> list[Any]:
         conn = self._writer
         # IMMEDIATE: take the write lock now, so another process (the admin CLI) makes us
         # wait at BEGIN (busy_timeout) instead of failing half-way through.
         await conn.execute("BEGIN IMMEDIATE")
         try:
-            results: list[Any] = []
-            pending: list[tuple[int, str, Params]] = []
-            for op in batch:
-                if isinstance(op, _Statements):
-                    pending.extend(op.statements)
-                    results.append(None)
-                else:
-                    await self._run_statements(pending)
-                    pending = []
-                    results.append(await op.fn(conn))
-            await self._run_statements(pending)
+            results = await self._run_batch(batch)
             await conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -726,16 +610,8 @@ class Store:
             raise
         return results
 
-    async def _run_statements(self, statements: list[tuple[int, str, Params]]) -> None:
-        if not statements:
-            return
-        statements.sort(key=lambda item: item[0])  # stable: queue order kept within a phase
-        for sql, group in groupby(statements, key=lambda item: item[1]):
-            params = [item[2] for item in group]
-            if len(params) == 1:
-                await self._writer.execute(sql, params[0])
-            else:
-                await self._writer.executemany(sql, params)
+    async def _execute(self, sql: str, params: Params) -> None:
+        await self._writer.execute(sql, params)
 
 
 async def _connect(path: Path, settings: StoreSettings) -> aiosqlite.Connection:

@@ -21,17 +21,14 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import groupby
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 
 from crm.adapters.base import Adapter
-from crm.group_commit import commit_batch, run_group_commit
-from crm.metrics import store_commit_ops_total, store_commits_total
 from crm.migrations_pg import migrate
 from crm.model import Call, CallEvent
 from crm.store import (
@@ -41,7 +38,6 @@ from crm.store import (
     Contact,
     Note,
     OriginateRecord,
-    StoreClosedError,
     _call_params,
     claim_queued_sql,
     digits_only,
@@ -49,16 +45,17 @@ from crm.store import (
     originate_row,
 )
 from crm.store_settings import StoreSettings
+from crm.store_writer import (
+    PHASE_CALLS,
+    PHASE_EVENTS,
+    PHASE_OUTBOX,
+    Params,
+    StatementsWrite,
+    StoreWriter,
+    Write,
+)
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-Params = tuple[Any, ...]
-
-_PHASE_CALLS = 0
-_PHASE_EVENTS = 1
-_PHASE_OUTBOX = 2
-_PHASE_ORDERED = 3
 
 # Every instance LISTENs here; a commit that added outbox rows NOTIFYs, so a row recorded by
 # one instance is claimed at once by whichever instance is free, not at the next poll.
@@ -173,26 +170,7 @@ class PgReader:
         """The pool belongs to the store; nothing to close here."""
 
 
-@dataclass(slots=True)
-class _Statements:
-    statements: list[tuple[int, str, Params]]
-    future: asyncio.Future[Any]
-    weight: int
-    adds_outbox_rows: bool = False
-
-
-@dataclass(slots=True)
-class _Function:
-    fn: Callable[[asyncpg.Connection], Awaitable[Any]]
-    future: asyncio.Future[Any]
-    weight: int = 1
-    adds_outbox_rows: bool = False
-
-
-_Write = _Statements | _Function
-
-
-class PgStore:
+class PgStore(StoreWriter[asyncpg.Connection]):
     """Open with `await PgStore.open(settings)` (settings.url set); close with `close()`."""
 
     backend = "postgresql"
@@ -205,22 +183,13 @@ class PgStore:
         pool: asyncpg.Pool,
         now: Callable[[], float],
     ) -> None:
-        self.settings = settings
         self.url = url
         self.path = None  # no file: callers that print the store's place use `describe()`
-        self._writer = writer
         self._pool = pool
         self._reader = PgReader(pool)
-        self._now = now
-        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
-        self._closed = False
-        self._listeners: list[Callable[[], None]] = []
         self._notify_conn: asyncpg.Connection | None = None
         self._listen_task: asyncio.Task[None] | None = None
-        self._writer_task: asyncio.Task[None] = asyncio.create_task(
-            self._writer_loop(), name="pbxcrm-pg-store-writer"
-        )
-        self.commits = 0
+        super().__init__(settings, writer, now, task_name="pbxcrm-pg-store-writer")
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -252,21 +221,13 @@ class PgStore:
     def describe(self) -> str:
         return redacted_url(self.url)
 
-    async def close(self) -> None:
-        """Commit everything queued so far, then close the connections."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._queue.put(None)
-        try:
-            await self._writer_task
-        finally:
-            if self._listen_task is not None:
-                await asyncio.gather(self._listen_task, return_exceptions=True)
-            if self._notify_conn is not None:
-                await self._notify_conn.close()
-            await self._pool.close()
-            await self._writer.close()
+    async def _close_connections(self) -> None:
+        if self._listen_task is not None:
+            await asyncio.gather(self._listen_task, return_exceptions=True)
+        if self._notify_conn is not None:
+            await self._notify_conn.close()
+        await self._pool.close()
+        await self._writer.close()
 
     @property
     def reader(self) -> PgReader:
@@ -276,12 +237,9 @@ class PgStore:
         """A reader the caller may close; on PostgreSQL every query sees every commit anyway."""
         return PgReader(self._pool)
 
-    def now(self) -> float:
-        return self._now()
-
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call `callback()` after any instance's commit that added outbox rows."""
-        self._listeners.append(callback)
+        super().add_listener(callback)
         if self._notify_conn is None and self._listen_task is None:
             self._listen_task = asyncio.get_running_loop().create_task(
                 self._listen(), name="pbxcrm-pg-listen"
@@ -302,13 +260,6 @@ class PgStore:
         self._notify_conn = conn
         await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake_listeners())
 
-    def _wake_listeners(self) -> None:
-        for listener in self._listeners:
-            try:
-                listener()
-            except Exception:
-                log.exception("store: commit listener failed")
-
     # -- writes -------------------------------------------------------------------------------
 
     async def record(
@@ -321,14 +272,14 @@ class PgStore:
     ) -> asyncio.Future[None]:
         now = self._now()
         statements: list[tuple[int, str, Params]] = [
-            (_PHASE_CALLS, _UPSERT_CALL, _call_params(call, now))
+            (PHASE_CALLS, _UPSERT_CALL, _call_params(call, now))
         ]
         adds_outbox = False
         for event in events:
             pbx_id = event.call.pbx_id
             statements.append(
                 (
-                    _PHASE_EVENTS,
+                    PHASE_EVENTS,
                     _INSERT_EVENT,
                     (
                         pbx_id,
@@ -345,7 +296,7 @@ class PgStore:
                     adds_outbox = True
                     statements.append(
                         (
-                            _PHASE_OUTBOX,
+                            PHASE_OUTBOX,
                             _INSERT_OUTBOX,
                             (
                                 adapter.name,
@@ -358,25 +309,15 @@ class PgStore:
                             ),
                         )
                     )
-        return self._enqueue(_Statements(statements, self._future(), len(statements), adds_outbox))
+        return self._enqueue(
+            StatementsWrite(statements, self._future(), len(statements), adds_outbox)
+        )
 
     async def upsert_call(self, call: Call) -> None:
         params = _call_params(call, self._now())
-        await self._submit(_Statements([(_PHASE_CALLS, _UPSERT_CALL, params)], self._future(), 1))
-
-    async def execute_write(self, statements: Sequence[tuple[str, Params]]) -> None:
-        """Run write statements (`?` or `$n` placeholders) in order, in the next group commit."""
-        ops = [(_PHASE_ORDERED, qmark_to_numbered(sql), tuple(p)) for sql, p in statements]
-        await self._submit(_Statements(ops, self._future(), max(1, len(ops))))
-
-    async def write(
-        self,
-        fn: Callable[[asyncpg.Connection], Awaitable[T]],
-        *,
-        adds_outbox_rows: bool = False,
-    ) -> T:
-        """Run `await fn(conn)` (an asyncpg connection) inside the writer's transaction."""
-        return await self._submit(_Function(fn, self._future(), 1, adds_outbox_rows))
+        await self._submit(
+            StatementsWrite([(PHASE_CALLS, _UPSERT_CALL, params)], self._future(), 1)
+        )
 
     async def save_note(
         self,
@@ -700,64 +641,17 @@ class PgStore:
 
     # -- the writer ---------------------------------------------------------------------------
 
-    def _future(self) -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().create_future()
-
-    def _enqueue(self, op: _Write) -> asyncio.Future[Any]:
-        if self._closed:
-            raise StoreClosedError(f"store {self.describe()} is closed")
-        if self._writer_task.done():
-            raise StoreClosedError(f"store {self.describe()}: the writer task has stopped")
-        self._queue.put_nowait(op)
-        return op.future
-
-    async def _submit(self, op: _Write) -> Any:
-        return await self._enqueue(op)
-
-    async def _writer_loop(self) -> None:
-        await run_group_commit(
-            self._queue,
-            self._commit,
-            window_seconds=self.settings.commit_window_ms / 1000.0,
-            max_batch=self.settings.max_batch,
-        )
-
-    async def _commit(self, batch: list[_Write]) -> None:
-        await commit_batch(batch, self._transaction, self._committed)
-
-    def _committed(self, batch: list[_Write]) -> None:
-        self.commits += 1
-        store_commits_total.inc()
-        store_commit_ops_total.inc(len(batch))
-        if any(op.adds_outbox_rows for op in batch):
-            self._wake_listeners()
-
-    async def _transaction(self, batch: list[_Write]) -> list[Any]:
+    async def _transaction(self, batch: list[Write]) -> list[Any]:
         conn = self._writer
-        results: list[Any] = []
         async with conn.transaction():
-            pending: list[tuple[int, str, Params]] = []
-            for op in batch:
-                if isinstance(op, _Statements):
-                    pending.extend(op.statements)
-                    results.append(None)
-                else:
-                    await self._run_statements(pending)
-                    pending = []
-                    results.append(await op.fn(conn))
-            await self._run_statements(pending)
+            results = await self._run_batch(batch)
             if any(op.adds_outbox_rows for op in batch):
                 # Delivered at COMMIT to every instance's LISTEN connection (ours too).
                 await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
         return results
 
-    async def _run_statements(self, statements: list[tuple[int, str, Params]]) -> None:
-        if not statements:
-            return
-        statements.sort(key=lambda item: item[0])
-        for sql, group in groupby(statements, key=lambda item: item[1]):
-            params = [item[2] for item in group]
-            if len(params) == 1:
-                await self._writer.execute(sql, *params[0])
-            else:
-                await self._writer.executemany(sql, params)
+    async def _execute(self, sql: str, params: Params) -> None:
+        await self._writer.execute(sql, *params)
+
+    def _native_sql(self, sql: str) -> str:
+        return qmark_to_numbered(sql)
