@@ -2,12 +2,16 @@
 
 Each file runs in its own transaction together with the `schema_version` row that records
 it, so a crash mid-migration leaves the database at the previous version, never half-way.
+
+The SQLite runner lives here; finding the files and applying the pending ones in order is
+shared with the PostgreSQL runner (crm/migrations_pg), which only brings its own transaction.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -23,9 +27,16 @@ class Migration:
     sql: str
 
 
-def available_migrations() -> list[Migration]:
+# Applies the migration unless the database already has it (then returns False). Reading the
+# database's version and applying belong in one transaction: two processes starting at once
+# must not both apply it.
+ApplyIfNewer = Callable[[Migration], Awaitable[bool]]
+
+
+def available_migrations(package: str = __name__) -> list[Migration]:
+    """The `NNNN_name.sql` files of `package` (by default the SQLite ones), in version order."""
     migrations = []
-    for entry in resources.files(__package__).iterdir():
+    for entry in resources.files(package).iterdir():
         if not entry.name.endswith(".sql"):
             continue
         number, _, rest = entry.name.partition("_")
@@ -37,6 +48,17 @@ def available_migrations() -> list[Migration]:
     if len(set(versions)) != len(versions):
         raise RuntimeError(f"two migrations share a version number: {versions}")
     return migrations
+
+
+async def apply_pending(package: str, apply_if_newer: ApplyIfNewer, *, what: str) -> list[int]:
+    """Offer every migration of `package` to `apply_if_newer`, oldest first; returns the
+    versions it applied. `what` names them in the log line."""
+    applied: list[int] = []
+    for migration in available_migrations(package):
+        if await apply_if_newer(migration):
+            log.info("store: applied %s %04d %s", what, migration.version, migration.name)
+            applied.append(migration.version)
+    return applied
 
 
 def split_statements(sql: str) -> list[str]:
@@ -74,13 +96,13 @@ async def migrate(conn: aiosqlite.Connection) -> list[int]:
     BEGIN IMMEDIATE takes the write lock before the version is read, so two processes opening
     the same file at once cannot both apply a migration.
     """
-    applied: list[int] = []
-    for migration in available_migrations():
+
+    async def apply_if_newer(migration: Migration) -> bool:
         await conn.execute("BEGIN IMMEDIATE")
         try:
             if migration.version <= await current_version(conn):
                 await conn.execute("ROLLBACK")
-                continue
+                return False
             for statement in split_statements(migration.sql):
                 await conn.execute(statement)
             await conn.execute(
@@ -92,6 +114,6 @@ async def migrate(conn: aiosqlite.Connection) -> list[int]:
         except BaseException:
             await conn.execute("ROLLBACK")
             raise
-        log.info("store: applied migration %04d %s", migration.version, migration.name)
-        applied.append(migration.version)
-    return applied
+        return True
+
+    return await apply_pending(__name__, apply_if_newer, what="migration")

@@ -7,33 +7,12 @@ once against one database, so only one of them applies a migration.
 
 from __future__ import annotations
 
-import logging
-from importlib import resources
-
 import asyncpg
 
-from crm.migrations import Migration
-
-log = logging.getLogger(__name__)
+from crm.migrations import Migration, apply_pending
 
 # Any constant works; it only has to be the same in every pbxcrm instance.
 _MIGRATION_LOCK = 0x70627863726D  # "pbxcrm"
-
-
-def available_migrations() -> list[Migration]:
-    migrations = []
-    for entry in resources.files(__package__).iterdir():
-        if not entry.name.endswith(".sql"):
-            continue
-        number, _, rest = entry.name.partition("_")
-        if not number.isdigit():
-            raise RuntimeError(f"migration file {entry.name!r} does not start with a number")
-        migrations.append(Migration(int(number), rest[:-4], entry.read_text(encoding="utf-8")))
-    migrations.sort(key=lambda m: m.version)
-    versions = [m.version for m in migrations]
-    if len(set(versions)) != len(versions):
-        raise RuntimeError(f"two migrations share a version number: {versions}")
-    return migrations
 
 
 async def migrate(conn: asyncpg.Connection) -> list[int]:
@@ -55,12 +34,12 @@ async def _migrate_locked(conn: asyncpg.Connection) -> list[int]:
         "CREATE TABLE IF NOT EXISTS schema_version ("
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
     )
-    applied: list[int] = []
-    for migration in available_migrations():
+
+    async def apply_if_newer(migration: Migration) -> bool:
         async with conn.transaction():
             current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version")
             if migration.version <= current:
-                continue
+                return False
             # No parameters: asyncpg sends it as one simple query, so a file may hold many
             # statements, all inside this transaction.
             await conn.execute(migration.sql)
@@ -70,6 +49,6 @@ async def _migrate_locked(conn: asyncpg.Connection) -> list[int]:
                 migration.version,
                 migration.name,
             )
-        log.info("store: applied PostgreSQL migration %04d %s", migration.version, migration.name)
-        applied.append(migration.version)
-    return applied
+        return True
+
+    return await apply_pending(__name__, apply_if_newer, what="PostgreSQL migration")
