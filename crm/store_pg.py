@@ -17,7 +17,7 @@ claims it, so a CRM sees a call's events in order across instances.
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import logging
 import re
 import time
@@ -28,56 +28,16 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from crm.adapters.base import Adapter
 from crm.migrations_pg import migrate
-from crm.model import Call, CallEvent
-from crm.store import (
-    _CALL_COLUMNS,
-    EXPIRE_QUEUED_SQL,
-    ORIGINATE_COLUMNS,
-    Contact,
-    Note,
-    OriginateRecord,
-    _call_params,
-    claim_queued_sql,
-    digits_only,
-    iso_utc,
-    originate_row,
-)
+from crm.store_portable import UPSERT_CALL_SQL, PortableStore, claim_queued_sql
 from crm.store_settings import StoreSettings
-from crm.store_writer import (
-    PHASE_CALLS,
-    PHASE_EVENTS,
-    PHASE_OUTBOX,
-    Params,
-    StatementsWrite,
-    StoreWriter,
-    Write,
-)
+from crm.store_writer import Params, Write
 
 log = logging.getLogger(__name__)
 
 # Every instance LISTENs here; a commit that added outbox rows NOTIFYs, so a row recorded by
 # one instance is claimed at once by whichever instance is free, not at the next poll.
 NOTIFY_CHANNEL = "pbxcrm_outbox"
-
-_UPSERT_CALL = (
-    f"INSERT INTO calls({', '.join(_CALL_COLUMNS)})"
-    f" VALUES ({', '.join(f'${i}' for i in range(1, len(_CALL_COLUMNS) + 1))})"
-    " ON CONFLICT (pbx_id, call_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _CALL_COLUMNS[2:])
-    + " WHERE calls.ended = 0 OR excluded.ended = 1"
-)
-_INSERT_EVENT = (
-    "INSERT INTO call_events(pbx_id, call_id, seq, kind, at, event_json)"
-    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING"
-)
-_INSERT_OUTBOX = (
-    "INSERT INTO outbox(event_row, adapter, pbx_id, call_id, seq, idempotency_key,"
-    " state, attempts, next_attempt_at, created_at)"
-    " SELECT id, $1, pbx_id, call_id, seq, $2, 'pending', 0, $3, $4 FROM call_events"
-    " WHERE pbx_id = $5 AND call_id = $6 AND seq = $7 ON CONFLICT DO NOTHING"
-)
 
 # The head of each (adapter, call) queue, due, not leased by a live instance. SKIP LOCKED:
 # a row another instance is claiming right now is skipped, not waited for. Once that claim
@@ -115,6 +75,8 @@ _FINISH_SQL = (
 _QMARK = re.compile(r"'[^']*'|\?")
 
 
+# Cached: the same few statements come back all the time, on every read and write.
+@functools.lru_cache(maxsize=512)
 def qmark_to_numbered(sql: str) -> str:
     """`a = ? AND b = ?` -> `a = $1 AND b = $2`; a `?` inside a quoted literal stays."""
     counter = 0
@@ -127,10 +89,6 @@ def qmark_to_numbered(sql: str) -> str:
         return f"${counter}"
 
     return _QMARK.sub(number, sql)
-
-
-# SKIP LOCKED: instances polling at once each take other rows instead of waiting on a lock.
-_CLAIM_QUEUED_PG = qmark_to_numbered(claim_queued_sql(" FOR UPDATE SKIP LOCKED"))
 
 
 def redacted_url(url: str) -> str:
@@ -170,10 +128,36 @@ class PgReader:
         """The pool belongs to the store; nothing to close here."""
 
 
-class PgStore(StoreWriter[asyncpg.Connection]):
+class PgStore(PortableStore[asyncpg.Connection]):
     """Open with `await PgStore.open(settings)` (settings.url set); close with `close()`."""
 
     backend = "postgresql"
+
+    _upsert_call_sql = qmark_to_numbered(UPSERT_CALL_SQL)
+    _insert_event_sql = (
+        "INSERT INTO call_events(pbx_id, call_id, seq, kind, at, event_json)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING"
+    )
+    _insert_outbox_sql = (
+        "INSERT INTO outbox(event_row, adapter, pbx_id, call_id, seq, idempotency_key,"
+        " state, attempts, next_attempt_at, created_at)"
+        " SELECT id, $1, pbx_id, call_id, seq, $2, 'pending', 0, $3, $4 FROM call_events"
+        " WHERE pbx_id = $5 AND call_id = $6 AND seq = $7 ON CONFLICT DO NOTHING"
+    )
+    _put_kv_sql = (
+        "INSERT INTO kv(key, value) VALUES ($1, $2)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    )
+    _upsert_contact_sql = (
+        "INSERT INTO contacts(number_digits, number, name, company, owner_extension,"
+        " url, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (number_digits) DO UPDATE SET number = excluded.number,"
+        " name = excluded.name, company = excluded.company,"
+        " owner_extension = excluded.owner_extension, url = excluded.url,"
+        " updated_at = excluded.updated_at"
+    )
+    # SKIP LOCKED: instances polling at once each take other rows instead of waiting on a lock.
+    _claim_queued_sql = qmark_to_numbered(claim_queued_sql(" FOR UPDATE SKIP LOCKED"))
 
     def __init__(
         self,
@@ -260,269 +244,6 @@ class PgStore(StoreWriter[asyncpg.Connection]):
         self._notify_conn = conn
         await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake_listeners())
 
-    # -- writes -------------------------------------------------------------------------------
-
-    async def record(
-        self, call: Call, events: Sequence[CallEvent], adapters: Sequence[Adapter]
-    ) -> None:
-        await self.submit_record(call, events, adapters)
-
-    def submit_record(
-        self, call: Call, events: Sequence[CallEvent], adapters: Sequence[Adapter]
-    ) -> asyncio.Future[None]:
-        now = self._now()
-        statements: list[tuple[int, str, Params]] = [
-            (PHASE_CALLS, _UPSERT_CALL, _call_params(call, now))
-        ]
-        adds_outbox = False
-        for event in events:
-            pbx_id = event.call.pbx_id
-            statements.append(
-                (
-                    PHASE_EVENTS,
-                    _INSERT_EVENT,
-                    (
-                        pbx_id,
-                        event.call_id,
-                        event.seq,
-                        event.kind.value,
-                        iso_utc(event.at),
-                        event.model_dump_json(),
-                    ),
-                )
-            )
-            for adapter in adapters:
-                if adapter.wants(event):
-                    adds_outbox = True
-                    statements.append(
-                        (
-                            PHASE_OUTBOX,
-                            _INSERT_OUTBOX,
-                            (
-                                adapter.name,
-                                f"{adapter.name}:{event.event_id}",
-                                now,
-                                now,
-                                pbx_id,
-                                event.call_id,
-                                event.seq,
-                            ),
-                        )
-                    )
-        return self._enqueue(
-            StatementsWrite(statements, self._future(), len(statements), adds_outbox)
-        )
-
-    async def upsert_call(self, call: Call) -> None:
-        params = _call_params(call, self._now())
-        await self._submit(
-            StatementsWrite([(PHASE_CALLS, _UPSERT_CALL, params)], self._future(), 1)
-        )
-
-    async def save_note(
-        self,
-        *,
-        pbx_id: str,
-        number: str | None,
-        extension: str | None,
-        status: str | None,
-        comments: str | None,
-        call_id: str | None = None,
-    ) -> int:
-        params = (pbx_id, call_id, number, extension, status, comments, self._now())
-
-        async def insert(conn: asyncpg.Connection) -> int:
-            return int(
-                await conn.fetchval(
-                    "INSERT INTO notes(pbx_id, call_id, number, extension, status, comments,"
-                    " created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-                    *params,
-                )
-            )
-
-        return await self.write(insert)
-
-    async def put_kv(self, key: str, value: str | None) -> None:
-        await self.execute_write(
-            [
-                (
-                    "INSERT INTO kv(key, value) VALUES ($1, $2)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (key, value),
-                )
-            ]
-        )
-
-    async def delete_kv(self, key: str) -> None:
-        await self.execute_write([("DELETE FROM kv WHERE key = $1", (key,))])
-
-    async def upsert_contact(
-        self,
-        number: str,
-        *,
-        name: str | None = None,
-        company: str | None = None,
-        owner_extension: str | None = None,
-        url: str | None = None,
-    ) -> str:
-        digits = digits_only(number)
-        if digits is None:
-            raise ValueError(f"contact number {number!r} has no digits")
-        await self.execute_write(
-            [
-                (
-                    "INSERT INTO contacts(number_digits, number, name, company, owner_extension,"
-                    " url, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                    " ON CONFLICT (number_digits) DO UPDATE SET number = excluded.number,"
-                    " name = excluded.name, company = excluded.company,"
-                    " owner_extension = excluded.owner_extension, url = excluded.url,"
-                    " updated_at = excluded.updated_at",
-                    (digits, number, name, company, owner_extension, url, self._now()),
-                )
-            ]
-        )
-        return digits
-
-    async def delete_contact(self, number: str) -> None:
-        digits = digits_only(number)
-        if digits is not None:
-            await self.execute_write([("DELETE FROM contacts WHERE number_digits = $1", (digits,))])
-
-    async def save_originate(
-        self,
-        originate_id: str,
-        *,
-        agent_extension: str | None,
-        number: str | None,
-        state: str,
-        reason: str | None = None,
-        request: dict[str, Any] | None = None,
-        target_pbx_id: str | None = None,
-    ) -> None:
-        now = self._now()
-        request_json = json.dumps(request, ensure_ascii=False) if request is not None else None
-        await self.execute_write(
-            [
-                (
-                    "INSERT INTO originates(id, agent_extension, number, state, reason,"
-                    " created_at, updated_at, request_json, target_pbx_id)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    (
-                        originate_id,
-                        agent_extension,
-                        number,
-                        state,
-                        reason,
-                        now,
-                        now,
-                        request_json,
-                        target_pbx_id,
-                    ),
-                )
-            ]
-        )
-
-    async def claim_originates(
-        self, pbx_id: str, *, max_age_seconds: float, limit: int = 20
-    ) -> list[OriginateRecord]:
-        """Take requests queued for `pbx_id` (now "pending"); one instance wins each row."""
-        now = self._now()
-
-        async def claim(conn: asyncpg.Connection) -> list[OriginateRecord]:
-            await conn.execute(
-                qmark_to_numbered(EXPIRE_QUEUED_SQL), now, pbx_id, now - max_age_seconds
-            )
-            rows = await conn.fetch(_CLAIM_QUEUED_PG, now, pbx_id, limit)
-            return [originate_row(tuple(row)) for row in rows]
-
-        return await self.write(claim)
-
-    async def set_pbx_extensions(self, pbx_id: str, ranges: Sequence[str]) -> None:
-        """Replace the extension ranges `pbx_id` owns (from its `[pbx] extensions`)."""
-        await self.execute_write(
-            [("DELETE FROM pbx_extensions WHERE pbx_id = $1", (pbx_id,))]
-            + [
-                ("INSERT INTO pbx_extensions(pbx_id, extension_range) VALUES ($1, $2)", (pbx_id, r))
-                for r in dict.fromkeys(ranges)
-            ]
-        )
-
-    async def update_originate(
-        self, originate_id: str, *, state: str, reason: str | None = None
-    ) -> bool:
-        params = (state, reason, self._now(), originate_id)
-
-        async def update(conn: asyncpg.Connection) -> bool:
-            status = await conn.execute(
-                "UPDATE originates SET state = $1, reason = $2, updated_at = $3 WHERE id = $4",
-                *params,
-            )
-            return status != "UPDATE 0"
-
-        return await self.write(update)
-
-    # -- reads --------------------------------------------------------------------------------
-
-    async def get_call(self, pbx_id: str, call_id: str) -> Call | None:
-        value = await self._pool.fetchval(
-            "SELECT call_json FROM calls WHERE pbx_id = $1 AND call_id = $2", pbx_id, call_id
-        )
-        return Call.model_validate_json(value) if value is not None else None
-
-    async def open_calls(self, pbx_id: str) -> list[Call]:
-        rows = await self._pool.fetch(
-            "SELECT call_json FROM calls WHERE pbx_id = $1 AND ended = 0 ORDER BY start_epoch",
-            pbx_id,
-        )
-        return [Call.model_validate_json(row[0]) for row in rows]
-
-    async def last_seq(self, pbx_id: str, call_id: str) -> int:
-        """The highest step number stored for the call, 0 for none."""
-        value = await self._pool.fetchval(
-            "SELECT coalesce(max(seq), 0) FROM call_events WHERE pbx_id = $1 AND call_id = $2",
-            pbx_id,
-            call_id,
-        )
-        return int(value)
-
-    async def events_for(self, pbx_id: str, call_id: str) -> list[CallEvent]:
-        rows = await self._pool.fetch(
-            "SELECT event_json FROM call_events WHERE pbx_id = $1 AND call_id = $2 ORDER BY seq",
-            pbx_id,
-            call_id,
-        )
-        return [CallEvent.model_validate_json(row[0]) for row in rows]
-
-    async def notes_for(self, pbx_id: str, call_id: str) -> list[Note]:
-        rows = await self._pool.fetch(
-            "SELECT id, pbx_id, call_id, number, extension, status, comments, created_at"
-            " FROM notes WHERE pbx_id = $1 AND call_id = $2 ORDER BY id",
-            pbx_id,
-            call_id,
-        )
-        return [Note(*row) for row in rows]
-
-    async def get_kv(self, key: str) -> str | None:
-        value = await self._pool.fetchval("SELECT value FROM kv WHERE key = $1", key)
-        return value if isinstance(value, str) else None
-
-    async def get_contact(self, number: str) -> Contact | None:
-        digits = digits_only(number)
-        if digits is None:
-            return None
-        row = await self._pool.fetchrow(
-            "SELECT number_digits, number, name, company, owner_extension, url, updated_at"
-            " FROM contacts WHERE number_digits = $1",
-            digits,
-        )
-        return Contact(*row) if row is not None else None
-
-    async def get_originate(self, originate_id: str) -> OriginateRecord | None:
-        row = await self._pool.fetchrow(
-            f"SELECT {ORIGINATE_COLUMNS} FROM originates WHERE id = $1", originate_id
-        )
-        return None if row is None else originate_row(tuple(row))
-
     # -- the shared outbox --------------------------------------------------------------------
 
     async def claim_deliveries(
@@ -584,7 +305,7 @@ class PgStore(StoreWriter[asyncpg.Connection]):
             owner,
             self._now() + lease_seconds,
         )
-        return int(status.split()[-1])
+        return _rows_changed(status)
 
     async def release_deliveries(self, row_ids: Sequence[int], *, owner: str) -> None:
         """Give back leases not started (on a clean stop), so another instance goes at once."""
@@ -611,25 +332,9 @@ class PgStore(StoreWriter[asyncpg.Connection]):
             params.append([int(value) for value in ids])
 
         async def requeue(conn: asyncpg.Connection) -> int:
-            return int((await conn.execute(sql, *params)).split()[-1])
+            return await self._execute_counting(conn, sql, tuple(params))
 
         return await self.write(requeue, adds_outbox_rows=True)
-
-    async def purge_deliveries(self, state: str, cutoff: float) -> int:
-        """`pbxcrm outbox purge` on PostgreSQL: delete `state` rows finished before `cutoff`."""
-        if state not in ("done", "dead"):
-            raise ValueError(f"{state} deliveries cannot be purged (only done or dead)")
-
-        async def delete(conn: asyncpg.Connection) -> int:
-            status = await conn.execute(
-                "DELETE FROM outbox WHERE state = $1"
-                " AND COALESCE(delivered_at, next_attempt_at) < $2",
-                state,
-                cutoff,
-            )
-            return int(status.split()[-1])
-
-        return await self.write(delete)
 
     async def next_due(self) -> float | None:
         """When the next pending delivery (or expiring lease) becomes claimable."""
@@ -655,3 +360,16 @@ class PgStore(StoreWriter[asyncpg.Connection]):
 
     def _native_sql(self, sql: str) -> str:
         return qmark_to_numbered(sql)
+
+    async def _execute_counting(self, conn: asyncpg.Connection, sql: str, params: Params) -> int:
+        return _rows_changed(await conn.execute(qmark_to_numbered(sql), *params))
+
+    async def _execute_returning(
+        self, conn: asyncpg.Connection, sql: str, params: Params
+    ) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in await conn.fetch(qmark_to_numbered(sql), *params)]
+
+
+def _rows_changed(status: str) -> int:
+    """The row count of a command status such as `UPDATE 3` or `INSERT 0 1`."""
+    return int(status.split()[-1])
