@@ -2,7 +2,8 @@
 
 Sessions live in memory (a restart signs everyone out; the page then shows the sign-in form).
 Wrong secrets count per extension and per address; past `max_failures` sign-in is refused for
-`lockout_seconds`, so a short PIN cannot be guessed by trying them all.
+`lockout_seconds`, so a short PIN cannot be guessed by trying them all. That bookkeeping is
+bounded: an attacker inventing extensions and addresses must not grow it without end.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class AgentSessions:
         self._clock = clock
         self._sessions: dict[str, AgentSession] = {}
         self._failures: dict[str, list[float]] = {}  # "ext:7181" / "ip:10.0.0.5" -> times
+        self._failures_swept = clock()
 
     def sign_in(self, extension: str | None, secret: str, client_ip: str) -> AgentSession:
         """A new session for the agent whose PIN or token this is, or SignInRefused.
@@ -59,13 +61,19 @@ class AgentSessions:
         With an extension the secret may be its PIN or its token; without one only a token
         identifies the agent (a PIN alone could belong to anyone).
         """
-        keys = [f"ip:{client_ip}"] + ([f"ext:{extension}"] if extension else [])
+        # Only configured extensions are counted: failures for made-up ones lock nobody out
+        # and would only grow the table (the address still counts them).
+        known = extension is not None and self.settings.login_for(extension) is not None
+        keys = [f"ip:{client_ip}"] + ([f"ext:{extension}"] if known else [])
+        self._sweep_failures()
         if any(self._locked(key) for key in keys):
             raise SignInRefused(429, "too many failed sign-ins; locked out for a while")
         agent = self._match(extension, secret)
         if agent is None:
             for key in keys:
-                self._failures.setdefault(key, []).append(self._clock())
+                times = self._failures.setdefault(key, [])
+                times.append(self._clock())
+                del times[: -self.settings.max_failures]  # only the newest count
             raise SignInRefused(401, "wrong extension, PIN or token")
         for key in keys:
             self._failures.pop(key, None)
@@ -92,6 +100,22 @@ class AgentSessions:
             if ok and matched is None and (extension is None or agent.extension == extension):
                 matched = agent
         return matched
+
+    def _sweep_failures(self) -> None:
+        """Forget keys whose failures are all older than the lockout window (at most once
+        per window, so sign-in stays O(1) on average)."""
+        now = self._clock()
+        if now - self._failures_swept < self.settings.lockout_seconds:
+            return
+        self._failures_swept = now
+        window_start = now - self.settings.lockout_seconds
+        for key, times in list(self._failures.items()):
+            if not times or times[-1] < window_start:
+                del self._failures[key]
+
+    @property
+    def failure_keys(self) -> int:
+        return len(self._failures)
 
     def _locked(self, key: str) -> bool:
         window_start = self._clock() - self.settings.lockout_seconds
