@@ -201,6 +201,18 @@ async def test_answers_are_cached_for_their_ttl_and_asked_again_after(http):
         assert len(jtel.requests) == 2
 
 
+async def test_the_cache_keeps_at_most_cache_max_entries_answers(http):
+    async with FakeJtel({"79031234567": {"Name": "Ivan"}}) as jtel:
+        block = jtel_block(jtel.url, cache_ttl_seconds=3600, cache_max_entries=50)
+        chain = build_lookup_chain([block], http)
+        for n in range(500):  # 500 different callers, each asked once
+            await chain.lookup(LookupRequest(number=f"+7903{n:07d}"))
+        assert [len(cache) for cache in chain._caches.values()] == [50]
+        await chain.lookup(LookupRequest(number=RECORDED_CALLER))
+        await chain.lookup(LookupRequest(number=RECORDED_CALLER))
+        assert len(jtel.requests) == 501  # the recent answer still comes from the cache
+
+
 async def test_errors_are_not_cached(http):
     async with FakeJtel({"79031234567": {"Name": "Ivan"}}) as jtel:
         jtel.fail_next(503, "")

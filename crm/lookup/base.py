@@ -47,6 +47,8 @@ class LookupConfig(BaseModel):
     name: str = ""
     timeout_seconds: float = Field(default=2.0, gt=0)
     cache_ttl_seconds: float = Field(default=60.0, ge=0)
+    # Answers kept at most; past it the least recently used goes first.
+    cache_max_entries: int = Field(default=10_000, ge=1)
     number_formats: list[str] = Field(default_factory=lambda: ["as_received"])
     default_region: str = "RU"
 

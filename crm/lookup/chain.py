@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiohttp
+from cachetools import TTLCache
 
 from crm.lookup.base import (
     LOOKUP_KINDS,
@@ -56,7 +57,17 @@ class LookupChain:
     ) -> None:
         self.sources = sources
         self._clock = clock
-        self._cache: dict[tuple[Any, ...], tuple[float, LookupResult]] = {}
+        # Bounded per source: a call centre sees tens of thousands of distinct callers a day,
+        # and an entry nobody asks for again must not stay until the process ends.
+        self._caches: dict[str, TTLCache[tuple[Any, ...], LookupResult]] = {
+            source.name: TTLCache(
+                maxsize=source.config.cache_max_entries,
+                ttl=source.config.cache_ttl_seconds,
+                timer=lambda: self._clock(),
+            )
+            for source in sources
+            if source.config.cache_ttl_seconds > 0
+        }
 
     async def lookup(self, request: LookupRequest) -> LookupResult:
         errors: list[str] = []
@@ -90,22 +101,22 @@ class LookupChain:
         return last
 
     async def _cached(self, source: LookupSource, request: LookupRequest) -> LookupResult:
+        cache = self._caches.get(source.name)
+        if cache is None:
+            return await self._timed(source, request)
         key = (
-            source.name,
             request.number,
             request.service_number,
             request.service_name,
             request.function,
             tuple(request.user_data),
         )
-        now = self._clock()
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
         result = await self._timed(source, request)
-        ttl = source.config.cache_ttl_seconds
-        if ttl > 0 and result.status in _CACHEABLE:
-            self._cache[key] = (now + ttl, result)
+        if result.status in _CACHEABLE:
+            cache[key] = result
         return result
 
     async def _timed(self, source: LookupSource, request: LookupRequest) -> LookupResult:
@@ -121,7 +132,8 @@ class LookupChain:
         return LookupResult(status=LookupStatus.ERROR, source=source.name, error=reason)
 
     def clear_cache(self) -> None:
-        self._cache.clear()
+        for cache in self._caches.values():
+            cache.clear()
 
 
 def build_lookup_chain(
