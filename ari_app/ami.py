@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 
 from ari_app.ami_errors import (
@@ -40,6 +41,8 @@ __all__ = [
     "AmiNotConnected",
     "AmiResponse",
 ]
+
+_ORIGINATES_REMEMBERED = 100_000
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("pbxcrm.audit")
@@ -68,7 +71,9 @@ class AmiClient:
         self.last_error: AmiError | OSError | None = None
         self._protocol: AmiProtocol | None = None
         self._lost: asyncio.Future[str] | None = None
-        self._originated: set[str] = set()
+        # ActionIDs of Originates sent, newest last; bounded (ids are random, so a retry of an
+        # old one is a caller's bug the originate service already stops by idempotency key).
+        self._originated: OrderedDict[str, None] = OrderedDict()
         self._changed = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -288,7 +293,9 @@ class AmiClient:
         if not self.connected:
             audit_log.info("originate %s not sent (AMI not connected): %s", action_id, summary)
             raise AmiNotConnected(f"AMI {self._where} not connected: Originate not sent")
-        self._originated.add(action_id)
+        self._originated[action_id] = None
+        if len(self._originated) > _ORIGINATES_REMEMBERED:
+            self._originated.popitem(last=False)
         audit_log.info("originate %s sent: %s", action_id, summary)
         try:
             response = await self._request(action, timeout=timeout)

@@ -17,7 +17,7 @@ import logging
 import re
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -139,6 +139,9 @@ class OriginateLog(Protocol):
 
     async def load(self, originate_id: str) -> OriginateRecord | None: ...
 
+    def forget(self, originate_id: str) -> None:
+        """The service let go of a finished record: drop what is kept in memory for it."""
+
 
 class MemoryOriginateLog:
     def __init__(self) -> None:
@@ -149,6 +152,9 @@ class MemoryOriginateLog:
 
     async def load(self, originate_id: str) -> OriginateRecord | None:
         return self.records.get(originate_id)
+
+    def forget(self, originate_id: str) -> None:
+        self.records.pop(originate_id, None)  # memory is all it has: bounded like the service
 
 
 class StoreOriginateLog:
@@ -178,6 +184,9 @@ class StoreOriginateLog:
             await self._store.update_originate(
                 record.id, state=record.state.value, reason=record.reason
             )
+
+    def forget(self, originate_id: str) -> None:
+        self._saved.discard(originate_id)  # the row stays in the store; GET reads it there
 
     async def load(self, originate_id: str) -> OriginateRecord | None:
         row = await self._store.get_originate(originate_id)
@@ -295,6 +304,7 @@ class OriginateService:
         action_timeout: float = 10.0,
         new_id: Callable[[], str] = lambda: f"c2c-{secrets.token_hex(8)}",
         owners: ExtensionOwners | None = None,
+        keep_finished: int = 10_000,
     ) -> None:
         self._new_id = new_id
         # Several instances sharing a store: an extension of another PBX is queued for it.
@@ -306,6 +316,12 @@ class OriginateService:
         self._action_timeout = action_timeout
         self._records: dict[str, OriginateRecord] = {}
         self._by_idempotency: dict[tuple[str, str], str] = {}
+        self._idempotency_of: dict[str, tuple[str, str]] = {}
+        # Finished (or handed to another PBX) records, oldest first: the newest
+        # `keep_finished` stay for idempotent retries and status reads, older ones are read
+        # from the store, so memory does not grow with every click-to-call ever made.
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._keep_finished = keep_finished
         self._idempotency_lock = asyncio.Lock()
         self._rate = RateLimiter()
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
@@ -360,7 +376,10 @@ class OriginateService:
             self._records[record.id] = record
             if idempotency_key is not None:
                 self._by_idempotency[(client, idempotency_key)] = record.id
+                self._idempotency_of[record.id] = (client, idempotency_key)
         await self._log.save(record)
+        if target is not None:
+            self._retire(record.id)  # another instance sends and follows it
         audit.info(
             "originate id=%s client=%s source=%s extension=%s number=%s%s",
             record.id,
@@ -525,6 +544,7 @@ class OriginateService:
             handle = self._watchdogs.pop(record.id, None)
             if handle is not None:
                 handle.cancel()
+            self._retire(record.id)
             log.info("originate %s: %s%s", record.id, state.value, f" ({reason})" if reason else "")
         tasks = [self._persist(record)]
         for listener in self._listeners:
@@ -532,6 +552,20 @@ class OriginateService:
             if asyncio.iscoroutine(result):
                 tasks.append(self._spawn(result))
         return tasks
+
+    def _retire(self, originate_id: str) -> None:
+        self._finished[originate_id] = None
+        while len(self._finished) > self._keep_finished:
+            oldest, _ = self._finished.popitem(last=False)
+            self._records.pop(oldest, None)
+            key = self._idempotency_of.pop(oldest, None)
+            if key is not None:
+                self._by_idempotency.pop(key, None)
+            self._log.forget(oldest)
+
+    @property
+    def records_in_memory(self) -> int:
+        return len(self._records)
 
     async def _update(
         self, record: OriginateRecord, state: OriginateState, reason: str | None

@@ -156,6 +156,33 @@ async def test_the_same_idempotency_key_never_rings_the_agent_twice():
     await svc.close()
 
 
+async def test_only_the_newest_finished_requests_stay_in_memory_and_keep_their_key():
+    backend = RecordedAmiBackend("click_to_call_originate")
+    settings = OriginateSettings(fraud=FraudRules())
+    svc = OriginateService(settings, backend, agent_pattern=r"^\d{2,5}$", keep_finished=5)
+
+    async def submit(key: str):
+        return await svc.submit(
+            "101", "89161234567", client="crm", idempotency_key=key, per_minute=100
+        )
+
+    records = []
+    for n in range(20):
+        record = await submit(f"k{n}")
+        svc.on_originate_response(record.id, "Success", "4", f"1.{n}")
+        records.append(record)
+    in_flight = await submit("live")
+    await svc.flush()
+    assert svc.records_in_memory == 6  # 5 finished + the one still ringing
+    # The newest finished one still answers a retry with its own record: no second ring.
+    assert await submit("k19") is records[-1]
+    assert await submit("live") is in_flight
+    assert len(backend.actions) == 21
+    # An old one is no longer in memory (the store answers for it in `pbxcrm run`).
+    assert await svc.get(records[0].id) is None
+    await svc.close()
+
+
 async def test_a_timed_out_action_is_not_resent_and_still_follows_its_outcome():
     backend = RecordedAmiBackend("click_to_call_originate")
     backend.fail_with = TimeoutError()
