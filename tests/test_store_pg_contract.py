@@ -16,12 +16,13 @@ import aiohttp
 import pytest
 
 from crm.history import HistoryQuery, query_calls
+from crm.migrations import available_migrations
 from crm.model import Direction
 from crm.secrets import known_secrets
 from crm.store_factory import AnyStore, backend_of, open_store
 from crm.store_settings import StoreSettings
 from tests.pg_server import pg_server_url, pg_url  # noqa: F401 - fixtures
-from tests.test_store_support import T0, call_with_events, make_adapter, make_call
+from tests.test_store_support import T0, call_with_events, make_adapter, make_call, make_event
 
 Opener = Callable[..., Awaitable[AnyStore]]
 
@@ -60,6 +61,12 @@ async def rows(store: AnyStore, sql: str, params: tuple[Any, ...] = ()) -> list[
     return [tuple(row) for row in await store.reader.execute_fetchall(sql, params)]
 
 
+def migration_versions(settings: StoreSettings) -> list[tuple[int]]:
+    """The schema_version rows a fully migrated database of this backend holds."""
+    package = "crm.migrations_pg" if backend_of(settings) == "postgresql" else "crm.migrations"
+    return [(m.version,) for m in available_migrations(package)]
+
+
 def test_the_url_picks_postgresql_and_no_url_picks_sqlite() -> None:
     assert backend_of(StoreSettings()) == "sqlite"
     assert backend_of(StoreSettings(url="postgresql://u:p@127.0.0.1/db")) == "postgresql"
@@ -96,10 +103,8 @@ async def test_migrations_run_once_and_a_second_open_is_a_no_op(
     await first.close()
     second = await open_store(settings_for())
     try:
-        assert await rows(second, "SELECT version FROM schema_version ORDER BY version") == [
-            (1,),
-            (2,),
-        ]
+        versions = await rows(second, "SELECT version FROM schema_version ORDER BY version")
+        assert versions == migration_versions(settings_for())
         assert await second.get_kv("marker") == "kept"
     finally:
         await second.close()
@@ -156,6 +161,8 @@ async def test_concurrent_records_are_committed_in_a_few_group_commits(
         await asyncio.gather(*(store.record(c, ev, [adapter]) for c, ev in calls))
         commits = store.commits - before
         assert 1 <= commits <= 5, f"1000 concurrent record() took {commits} commits"
+        assert await rows(store, "SELECT COUNT(*) FROM calls") == [(1000,)]
+        assert await rows(store, "SELECT COUNT(*) FROM call_events") == [(2000,)]
         assert await rows(store, "SELECT COUNT(*) FROM outbox") == [(2000,)]
     finally:
         await store.close()
@@ -226,26 +233,36 @@ async def test_writes_after_close_raise_a_clear_error(
 
     store = await open_store(settings_for())
     await store.close()
-    with pytest.raises(StoreClosedError):
+    with pytest.raises(StoreClosedError, match="closed"):
         await store.put_kv("k", "v")
+    with pytest.raises(StoreClosedError, match="closed"):
+        await store.upsert_call(make_call("late"))
 
 
 async def test_a_stale_snapshot_does_not_reopen_an_ended_call(store: AnyStore) -> None:
     open_call = make_call("late", agent_extension="7181")
     ended = open_call.model_copy(update={"ended": True, "end_time": T0 + timedelta(seconds=30)})
-    await store.upsert_call(ended)
     await store.upsert_call(open_call)
-    stored = await store.get_call("default", "late")
-    assert stored is not None and stored.ended
+    await store.upsert_call(ended)
+    await store.upsert_call(open_call)  # replayed after a crash
+    assert await store.get_call("default", "late") == ended
     assert await store.open_calls("default") == []
 
 
 async def test_open_calls_lists_only_calls_not_ended_for_that_pbx(store: AnyStore) -> None:
-    await store.upsert_call(make_call("a", pbx_id="pbx-1"))
-    await store.upsert_call(make_call("b", pbx_id="pbx-2"))
-    await store.upsert_call(make_call("c", pbx_id="pbx-1", ended=True))
-    assert [c.call_id for c in await store.open_calls("pbx-1")] == ["a"]
-    assert [c.call_id for c in await store.open_calls("pbx-2")] == ["b"]
+    a = make_call("a", pbx_id="pbx-1")
+    b = make_call("b", pbx_id="pbx-2")
+    c = make_call("c", pbx_id="pbx-1", ended=True)
+    for call in (a, b, c):
+        await store.upsert_call(call)
+    assert await store.open_calls("pbx-1") == [a]
+    assert await store.open_calls("pbx-2") == [b]
+
+
+async def test_events_for_returns_events_in_seq_order(store: AnyStore) -> None:
+    call = make_call("ordered")
+    await store.record(call, [make_event(call, seq) for seq in (3, 1, 2)], [])
+    assert [e.seq for e in await store.events_for("default", "ordered")] == [1, 2, 3]
 
 
 async def test_kv_contacts_notes_and_originates_round_trip(store: AnyStore) -> None:
@@ -259,6 +276,8 @@ async def test_kv_contacts_notes_and_originates_round_trip(store: AnyStore) -> N
     await store.upsert_contact("+7 903 123-45-67", name="Ivan P", company="Acme")
     contact = await store.get_contact("+7 (903) 1234567")
     assert contact is not None and (contact.name, contact.company) == ("Ivan P", "Acme")
+    assert contact.number == "+7 903 123-45-67"
+    assert await store.get_contact("no digits") is None
     await store.delete_contact("79031234567")
     assert await store.get_contact("79031234567") is None
     with pytest.raises(ValueError, match="no digits"):
@@ -271,7 +290,8 @@ async def test_kv_contacts_notes_and_originates_round_trip(store: AnyStore) -> N
         pbx_id="default", call_id="c1", number="1", extension="7181", status="b", comments=None
     )
     notes = await store.notes_for("default", "c1")
-    assert [(n.id, n.status) for n in notes] == [(first, "a"), (second, "b")] and first < second
+    assert [(n.id, n.status, n.comments) for n in notes] == [(first, "a", "x"), (second, "b", None)]
+    assert first < second
 
     await store.save_originate(
         "o-9", agent_extension="7181", number="8916", state="ringing", request={"agent": "7181"}
@@ -318,10 +338,8 @@ async def test_instances_opening_an_empty_postgresql_at_once_all_start_and_migra
 ) -> None:
     stores = await asyncio.gather(*(open_store(StoreSettings(url=pg_url)) for _ in range(6)))
     try:
-        assert await rows(stores[0], "SELECT version FROM schema_version ORDER BY version") == [
-            (1,),
-            (2,),
-        ]
+        versions = await rows(stores[0], "SELECT version FROM schema_version ORDER BY version")
+        assert versions == migration_versions(StoreSettings(url=pg_url))
     finally:
         for store in stores:
             await store.close()
