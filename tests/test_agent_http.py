@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from ari_app.agent_board import AgentBoard
 from ari_app.http.agent_sessions import COOKIE
@@ -142,6 +143,19 @@ async def test_wrong_pins_lock_the_extension_out_even_for_the_right_pin(tmp_path
         assert (await sign_in(session, pop, "7181", PIN)).status == 429
         async with session.get(pop.url("/agent/api/session")) as me:
             assert me.status == 401
+
+
+async def test_a_signed_in_agent_stays_signed_in_across_a_restart(tmp_path: Path) -> None:
+    async with browser() as session:
+        async with screen_pop(tmp_path) as pop:
+            assert (await sign_in(session, pop, "7181", PIN)).status == 200
+            cookie = session.cookie_jar.filter_cookies(URL(pop.url("/agent")))[COOKIE].value
+        async with screen_pop(tmp_path) as pop:  # the same store, a new process's state
+            saved = await pop.store.get_kv("agent_sessions")
+            assert saved is not None and cookie not in saved
+            async with session.get(pop.url("/agent/api/session")) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["extension"] == "7181"
 
 
 async def test_sign_in_without_the_change_header_is_refused(tmp_path: Path) -> None:

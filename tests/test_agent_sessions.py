@@ -1,4 +1,5 @@
-"""Screen-pop sign-in bookkeeping without HTTP: lockouts and their memory bound."""
+"""Screen-pop sign-in bookkeeping without HTTP: lockouts, their memory bound, and sessions
+saved and taken back across a restart."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def test_a_configured_extension_is_still_locked_out_from_any_address() -> None:
         board.sign_in("7181", PIN, "10.0.0.99")  # right PIN, new address: still locked
     assert refused.value.status == 429
     now[0] += 61
-    assert board.sign_in("7181", PIN, "10.0.0.99").extension == "7181"
+    assert board.sign_in("7181", PIN, "10.0.0.99")[0].extension == "7181"
 
 
 def test_one_address_keeps_only_its_newest_failures() -> None:
@@ -56,3 +57,37 @@ def test_one_address_keeps_only_its_newest_failures() -> None:
         with pytest.raises(SignInRefused):
             board.sign_in(None, "not-a-token", "10.0.0.2")
     assert len(board._failures["ip:10.0.0.2"]) == 3  # max_failures, not 50
+
+
+def test_saved_sessions_come_back_after_a_restart_without_the_cookie_ever_being_saved() -> None:
+    now = [1_795_000_000.0]
+    before = sessions(now)
+    changes: list[str] = []
+    before.on_change = lambda: changes.append(before.dump())
+    session, cookie = before.sign_in("7181", PIN, "10.0.0.1")
+    saved = changes[-1]
+    assert cookie not in saved and session.key in saved
+
+    after = sessions(now)
+    assert after.load(saved) == 1
+    assert after.get(cookie) == session
+    assert after.get("another-cookie") is None
+    after.sign_out(cookie)
+    assert after.get(cookie) is None
+
+
+def test_expired_and_unconfigured_sessions_and_damaged_blobs_are_not_taken_back() -> None:
+    now = [1_795_000_000.0]
+    before = sessions(now)
+    _, cookie = before.sign_in("7181", PIN, "10.0.0.1")
+    saved = before.dump()
+    now[0] += 12 * 3600 + 1  # session_hours defaults to 12
+    assert sessions(now).load(saved) == 0
+    now[0] -= 12 * 3600
+    other = AgentSessions(
+        AgentSettings.model_validate({"agents": [{"extension": "7070", "pin": PIN}]}),
+        clock=lambda: now[0],
+    )
+    assert other.load(saved) == 0 and other.get(cookie) is None  # 7181 was removed
+    for damaged in ("{", "[1, 2]", '[{"key": "x"}]', "null"):
+        assert sessions(now).load(damaged) == 0

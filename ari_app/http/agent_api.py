@@ -80,7 +80,7 @@ async def sign_in(request: web.Request) -> web.Response:
     request[IP_KEY] = str(ip) if ip is not None else "?"
     extension = (body.extension or "").strip() or None
     try:
-        session = port.sessions.sign_in(extension, body.secret.strip(), request[IP_KEY])
+        session, cookie = port.sessions.sign_in(extension, body.secret.strip(), request[IP_KEY])
     except SignInRefused as exc:
         log.warning(
             "screen pop: sign-in refused for extension %s from %s: %s",
@@ -93,7 +93,7 @@ async def sign_in(request: web.Request) -> web.Response:
     response = web.json_response(_me(session))
     response.set_cookie(
         COOKIE,
-        session.session_id,
+        cookie,
         max_age=int(settings.session_hours * 3600),
         path="/agent",
         httponly=True,
@@ -157,7 +157,7 @@ async def stream_cards(request: web.Request) -> web.StreamResponse:
             changed = await subscription.wait(HEARTBEAT_SECONDS)
             if subscription.closed or port.closing:
                 break
-            if port.sessions.get(session.session_id) is None:
+            if port.sessions.get(request.cookies.get(COOKIE)) is None:
                 await response.write(_sse("signed_out", {}))
                 break
             if changed:

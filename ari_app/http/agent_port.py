@@ -9,6 +9,8 @@ cannot send without a CORS preflight we never answer (with SameSite=Strict, CSRF
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from ari_app.http.errors import json_error
 log = logging.getLogger("pbxcrm.agent")
 
 CHANGE_HEADER = "X-Pbxcrm-Agent"
+SESSIONS_KV = "agent_sessions"
 SESSION_KEY = web.RequestKey("pbxcrm_agent_session", AgentSession)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -39,6 +42,36 @@ class AgentPort:
     renderer: CardRenderer | None
     streams: set[Subscription] = field(default_factory=set)
     closing: bool = False
+    _save_task: asyncio.Task[None] | None = None
+    _unsaved: bool = False
+
+    async def on_startup(self, app: web.Application) -> None:
+        if self.deps.store is None:
+            return
+        try:
+            restored = self.sessions.load(await self.deps.store.get_kv(SESSIONS_KV))
+        except Exception:
+            log.exception("screen pop: could not read saved sessions; agents sign in again")
+            return
+        if restored:
+            log.info("screen pop: %d agent session(s) kept from before the restart", restored)
+
+    def sessions_changed(self) -> None:
+        """Save the sessions soon; saves coalesce and run one at a time, the last one wins."""
+        if self.deps.store is None:
+            return
+        self._unsaved = True
+        if self._save_task is None or self._save_task.done():
+            self._save_task = asyncio.get_running_loop().create_task(self._save_sessions())
+
+    async def _save_sessions(self) -> None:
+        assert self.deps.store is not None
+        while self._unsaved:
+            self._unsaved = False
+            try:
+                await self.deps.store.put_kv(SESSIONS_KV, self.sessions.dump())
+            except Exception:
+                log.exception("screen pop: could not save the sessions")
 
     async def on_shutdown(self, app: web.Application) -> None:
         # Open event streams would hold the server's shutdown for its whole grace period.
@@ -48,6 +81,9 @@ class AgentPort:
             subscription.wake()
 
     async def on_cleanup(self, app: web.Application) -> None:
+        if self._save_task is not None:
+            with contextlib.suppress(Exception):
+                await self._save_task
         if self.renderer is not None:
             await self.renderer.close()
 
@@ -64,7 +100,9 @@ def install(app: web.Application, deps: HttpDeps) -> None:
         sessions=AgentSessions(deps.settings.http.agent),
         renderer=CardRenderer(deps, board) if board is not None else None,
     )
+    port.sessions.on_change = port.sessions_changed
     app[PORT_KEY] = port
+    app.on_startup.append(port.on_startup)
     app.on_shutdown.append(port.on_shutdown)
     app.on_cleanup.append(port.on_cleanup)
 

@@ -1,6 +1,8 @@
 """Sign-in to the screen pop: one extension per browser session, PIN or token from config.
 
-Sessions live in memory (a restart signs everyone out; the page then shows the sign-in form).
+Sessions are kept by the SHA-256 of their cookie, never the cookie itself, and saved to the
+store (`dump`/`load`, see agent_port) so that restarting pbxcrm does not sign agents out; a
+copy of the database therefore holds no usable session.
 Wrong secrets count per extension and per address; past `max_failures` sign-in is refused for
 `lockout_seconds`, so a short PIN cannot be guessed by trying them all. That bookkeeping is
 bounded: an attacker inventing extensions and addresses must not grow it without end.
@@ -10,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ari_app.http.agent_settings import AgentLogin, AgentSettings
 
@@ -30,12 +33,16 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(a, b)
 
 
+def session_key(cookie: str) -> str:
+    return hashlib.sha256(cookie.encode("utf-8", "surrogateescape")).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class AgentSession:
-    session_id: str
+    key: str  # session_key(cookie)
     extension: str
     name: str
-    expires: float
+    expires: float  # wall clock: it must mean the same after a restart
 
 
 class SignInRefused(Exception):
@@ -46,17 +53,20 @@ class SignInRefused(Exception):
 
 
 class AgentSessions:
-    def __init__(
-        self, settings: AgentSettings, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, settings: AgentSettings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self._clock = clock
-        self._sessions: dict[str, AgentSession] = {}
+        self._sessions: dict[str, AgentSession] = {}  # session_key(cookie) -> session
+        # Called after a sign-in or sign-out, so the owner can save `dump()`.
+        self.on_change: Callable[[], None] | None = None
         self._failures: dict[str, list[float]] = {}  # "ext:7181" / "ip:10.0.0.5" -> times
         self._failures_swept = clock()
 
-    def sign_in(self, extension: str | None, secret: str, client_ip: str) -> AgentSession:
-        """A new session for the agent whose PIN or token this is, or SignInRefused.
+    def sign_in(
+        self, extension: str | None, secret: str, client_ip: str
+    ) -> tuple[AgentSession, str]:
+        """A new session and its cookie value for the agent whose PIN or token this is, or
+        SignInRefused.
 
         With an extension the secret may be its PIN or its token; without one only a token
         identifies the agent (a PIN alone could belong to anyone).
@@ -78,14 +88,16 @@ class AgentSessions:
         for key in keys:
             self._failures.pop(key, None)
         self._expire()
+        cookie = secrets.token_urlsafe(32)
         session = AgentSession(
-            session_id=secrets.token_urlsafe(32),
+            key=session_key(cookie),
             extension=agent.extension,
             name=agent.name,
             expires=self._clock() + self.settings.session_hours * 3600.0,
         )
-        self._sessions[session.session_id] = session
-        return session
+        self._sessions[session.key] = session
+        self._changed()
+        return session, cookie
 
     def _match(self, extension: str | None, secret: str) -> AgentLogin | None:
         matched: AgentLogin | None = None
@@ -126,20 +138,48 @@ class AgentSessions:
             self._failures.pop(key, None)
         return len(recent) >= self.settings.max_failures
 
-    def get(self, session_id: str | None) -> AgentSession | None:
-        if not session_id:
+    def get(self, cookie: str | None) -> AgentSession | None:
+        if not cookie:
             return None
-        session = self._sessions.get(session_id)
+        key = session_key(cookie)
+        session = self._sessions.get(key)
         if session is None:
             return None
         if session.expires <= self._clock() or self.settings.login_for(session.extension) is None:
-            self._sessions.pop(session_id, None)
+            self._sessions.pop(key, None)
             return None
         return session
 
-    def sign_out(self, session_id: str | None) -> None:
-        if session_id:
-            self._sessions.pop(session_id, None)
+    def sign_out(self, cookie: str | None) -> None:
+        if cookie and self._sessions.pop(session_key(cookie), None) is not None:
+            self._changed()
+
+    def dump(self) -> str:
+        """The live sessions as JSON, for the store (keys only, no cookie)."""
+        self._expire()
+        return json.dumps([asdict(session) for session in self._sessions.values()])
+
+    def load(self, saved: str | None) -> int:
+        """Take back sessions `dump()` saved before a restart; returns how many are live.
+
+        Expired ones, and ones of extensions no longer configured, are left out; a damaged
+        blob is logged and ignored (agents sign in again)."""
+        if not saved:
+            return 0
+        try:
+            sessions = [AgentSession(**item) for item in json.loads(saved)]
+        except (ValueError, TypeError) as exc:
+            log.warning("screen pop: saved sessions unreadable (%s); agents sign in again", exc)
+            return 0
+        now = self._clock()
+        for session in sessions:
+            if session.expires > now and self.settings.login_for(session.extension) is not None:
+                self._sessions[session.key] = session
+        return len(self._sessions)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def _expire(self) -> None:
         now = self._clock()
