@@ -24,6 +24,12 @@ AMI_PASSWORD = "crmsecret-faults-0001"
 WEBHOOK_TOKEN = "hook-token-faults-0123456789"
 
 
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident memory of a process (this one by default), from /proc."""
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def sized(ci: int, full: int, *, flag: bool = FUZZ_FULL) -> int:
     """`full` when the long run is asked for, else `ci`."""
     return full if flag else ci

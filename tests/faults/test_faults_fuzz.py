@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import time
 from collections.abc import Iterator
@@ -35,18 +34,13 @@ from ari_app.frames import MAX_FRAME_BYTES, FrameReader
 from ari_app.tracker import CallTracker
 from crm.numbers import NUMBER_STYLES, format_number, number_variants
 from tests.fakes.agi_asterisk import asterisk_parse_args, load_recording
-from tests.faults.support import FUZZ_FULL, sized
+from tests.faults.support import FUZZ_FULL, rss_bytes, sized
 from tests.recordings import AMI_DIR, RECONNECT_MARKER, recorded_frames
 
 AMI_FRAMES_CI, AMI_FRAMES_FULL = 1_000_000, 5_000_000
 AGI_SESSIONS_CI, AGI_SESSIONS_FULL = 5_000, 100_000
 # Resident memory may grow this much between the end of the warm-up and the end of the run.
 MEMORY_SLACK_BYTES = 40 * 1024 * 1024
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def recorded_blocks() -> list[bytes]:

@@ -40,7 +40,7 @@ from ari_app.fake_pbx import replicate
 from ari_app.settings import Settings
 from tests.fakes.agi_asterisk import fastagi_session, load_recording
 from tests.fakes.crm_server import FakeCrm
-from tests.faults.support import SOAK, wait_for
+from tests.faults.support import SOAK, rss_bytes, wait_for
 from tests.recordings import ami_path
 
 pytestmark = pytest.mark.skipif(not SOAK, reason="soak runs with PBXCRM_SOAK=1")
@@ -210,11 +210,6 @@ name = "hook"
 url = "{crm_url}/events"
 concurrency = 16
 """
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def cpu_seconds(pid: int) -> float:
