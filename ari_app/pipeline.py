@@ -155,6 +155,11 @@ class Pipeline:
         # double-clicked save) would both take the same next seq and the store would keep
         # only the first, so they go one at a time per call, each committed before the next.
         async with self._late_steps.hold(channel_or_call_id):
+            # The tracker may have just closed the call and handed its last steps to the
+            # writer: numbered before they commit, this step would take one of their seqs.
+            submitted = list(self._pending)
+            if submitted:
+                await asyncio.wait(submitted)
             call = await self.store.get_call(self.pbx_id, channel_or_call_id)
             seq = 1
             if call is not None:
