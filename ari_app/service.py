@@ -33,6 +33,9 @@ from crm.store_factory import AnyStore, backend_of, open_store
 log = logging.getLogger("pbxcrm")
 
 SWEEP_INTERVAL_SECONDS = 60.0
+# Past ring + grace a live instance has closed its request; this much more covers clock skew
+# between instances sharing a store.
+ORPHAN_MARGIN_SECONDS = 60.0
 SPOOL_INTERVAL_SECONDS = 2.0
 
 
@@ -114,6 +117,7 @@ class Service:
             settings.agi.survey_spool, self.store, self.record_survey, pbx_id=settings.pbx.id
         )
         self._tasks.append(asyncio.create_task(self._every(SPOOL_INTERVAL_SECONDS, spool.poll)))
+        await self._sweep_originates()  # what a killed run left ringing gets its ending now
         if settings.pbx.source == "ari":
             await self._start_ari()
         else:
@@ -275,6 +279,24 @@ class Service:
     async def _sweep(self) -> None:
         assert self.pipeline is not None
         self.pipeline.sweep()
+        await self._sweep_originates()
+
+    async def _sweep_originates(self) -> None:
+        """Click-to-calls a stopped instance (this one before a restart, or a peer on a shared
+        store) left pending or ringing never get an outcome: fail them once no live instance
+        can still be following them, so the CRM polling their state sees an end."""
+        assert self.store is not None
+        originate = self.settings.http.originate
+        horizon = originate.ring_seconds + originate.outcome_grace_seconds + ORPHAN_MARGIN_SECONDS
+        try:
+            failed = await self.store.fail_stale_originates(
+                self.store.now() - horizon, "no outcome: the pbxcrm instance following it stopped"
+            )
+        except Exception:
+            log.exception("could not close click-to-calls left by a stopped instance")
+            return
+        if failed:
+            log.warning("closed %d click-to-call(s) a stopped pbxcrm left without outcome", failed)
 
     async def stop(self) -> None:
         if self.http is not None:

@@ -322,6 +322,22 @@ class PortableStore(StoreWriter[C]):
 
         return await self.write(update)
 
+    async def fail_stale_originates(self, older_than: float, reason: str) -> int:
+        """Fail click-to-call requests still pending or ringing whose last change is older than
+        `older_than`: the instance following them stopped (a live one finishes every request
+        within ring_seconds + outcome_grace_seconds). Queued ones expire in claim_originates."""
+        params = (reason, self._now(), older_than)
+
+        async def fail(conn: C) -> int:
+            return await self._execute_counting(
+                conn,
+                "UPDATE originates SET state = 'failed', reason = ?, updated_at = ?"
+                " WHERE state IN ('pending', 'ringing_agent') AND updated_at < ?",
+                params,
+            )
+
+        return await self.write(fail)
+
     # -- reads --------------------------------------------------------------------------------
 
     async def _fetch(self, sql: str, params: Params) -> list[tuple[Any, ...]]:

@@ -7,6 +7,7 @@ to our actions); pbxcrm runs exactly as `pbxcrm run` would; the CRM is a real ai
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,39 @@ async def test_killed_asterisk_call_is_closed_after_the_reconnect(tmp_path: Path
     # The call lasted at least until the socket dropped (the replay streams at full speed, so
     # only the lower bound from the recorded answer is known here).
     assert call["talk_seconds"] >= 0
+
+
+async def test_a_click_to_call_left_ringing_by_a_killed_run_gets_its_ending_at_start(
+    tmp_path: Path,
+) -> None:
+    """pbxcrm killed while an agent's phone rang for a click-to-call: its watchdog died with it.
+    The next start fails that request (its last change is older than ring + grace), so a CRM
+    polling GET /api/v1/originate/{id} sees an end; a request that just started is left alone."""
+    from crm.store import Store
+
+    settings = make_settings(tmp_path, 9, "http://127.0.0.1:9")
+    hour_ago = await Store.open(settings.store, now=lambda: time.time() - 3600)
+    await hour_ago.save_originate(
+        "c2c-old", agent_extension="7181", number="+79161234567", state="ringing_agent"
+    )
+    await hour_ago.close()
+    recent = await Store.open(settings.store)
+    await recent.save_originate(
+        "c2c-new", agent_extension="7181", number="+79161234567", state="pending"
+    )
+    await recent.close()
+
+    pbx = FakePbx(ami_path("inbound_answered_caller_hangs_up"))
+    await pbx.start()
+    service = Service(make_settings(tmp_path, pbx.port, "http://127.0.0.1:9"))
+    try:
+        await service.start()
+        assert service.store is not None
+        old = await service.store.get_originate("c2c-old")
+        new = await service.store.get_originate("c2c-new")
+    finally:
+        await service.stop()
+        await pbx.stop()
+    assert old is not None and old.state == "failed"
+    assert old.reason == "no outcome: the pbxcrm instance following it stopped"
+    assert new is not None and new.state == "pending"

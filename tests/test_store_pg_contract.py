@@ -370,3 +370,30 @@ async def test_steps_added_at_once_to_an_ended_call_each_get_their_own_seq(
     assert ratings == [str(n) for n in range(1, 10)]
     assert await store.last_seq("default", "ended-1") == 12
     assert await store.last_seq("default", "never-seen") == 0
+
+
+async def test_click_to_calls_left_pending_by_a_stopped_instance_are_failed(
+    store: AnyStore,
+) -> None:
+    for originate_id, state in (
+        ("o-pending", "pending"),
+        ("o-ringing", "ringing_agent"),
+        ("o-connected", "connected"),
+        ("o-queued", "queued"),
+    ):
+        await store.save_originate(
+            originate_id, agent_extension="7181", number="+79161234567", state=state
+        )
+    assert await store.fail_stale_originates(store.now() - 3600, "stopped") == 0  # all recent
+    assert await store.fail_stale_originates(store.now() + 1, "instance stopped") == 2
+    states = {
+        originate_id: (record.state, record.reason)
+        for originate_id in ("o-pending", "o-ringing", "o-connected", "o-queued")
+        if (record := await store.get_originate(originate_id)) is not None
+    }
+    assert states == {
+        "o-pending": ("failed", "instance stopped"),
+        "o-ringing": ("failed", "instance stopped"),
+        "o-connected": ("connected", None),
+        "o-queued": ("queued", None),
+    }
