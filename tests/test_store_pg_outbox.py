@@ -50,6 +50,25 @@ async def open_pg(pg_url: str) -> AsyncIterator[Callable[..., Any]]:  # noqa: F8
         await store.close()
 
 
+async def started_instances(
+    open_pg: Callable[..., Any],
+    http: aiohttp.ClientSession,
+    crm_url: str,
+    settings: OutboxSettings,
+    **adapter_config: Any,
+) -> tuple[list[PgStore], list[Any], list[Outbox]]:
+    """Two "instances" (store + adapter + started outbox) on the test's database."""
+    stores = [await open_pg(), await open_pg()]
+    adapters = [make_adapter(http, crm_url, **adapter_config) for _ in stores]
+    outboxes = [
+        Outbox(store, {"crm": adapter}, settings)
+        for store, adapter in zip(stores, adapters, strict=True)
+    ]
+    for outbox in outboxes:
+        await outbox.start()
+    return stores, adapters, outboxes
+
+
 def assert_each_key_once_in_call_order(accepted: list[Received], expected_keys: int) -> None:
     keys = [r.key for r in accepted]
     assert len(keys) == expected_keys and len(set(keys)) == expected_keys, "a key twice"
@@ -120,14 +139,9 @@ async def test_two_outboxes_deliver_every_event_once_and_in_call_order(
     crm = await FakeCrm().start()
     settings = OutboxSettings(poll_interval_seconds=0.2, claim_batch=20)
     try:
-        stores = [await open_pg(), await open_pg()]
-        adapters = [make_adapter(http, crm.url, concurrency=4) for _ in stores]
-        outboxes = [
-            Outbox(store, {"crm": adapter}, settings)
-            for store, adapter in zip(stores, adapters, strict=True)
-        ]
-        for outbox in outboxes:
-            await outbox.start()
+        stores, adapters, outboxes = await started_instances(
+            open_pg, http, crm.url, settings, concurrency=4
+        )
         # Calls stream into both instances, as from two PBXes.
         for i in range(30):
             store = stores[i % 2]
@@ -186,14 +200,9 @@ async def test_a_delivery_slower_than_the_lease_keeps_its_lease_and_goes_out_onc
     crm = await FakeCrm(behaviour=slow).start()
     settings = OutboxSettings(poll_interval_seconds=0.1, lease_seconds=0.6)
     try:
-        stores = [await open_pg(), await open_pg()]
-        adapters = [make_adapter(http, crm.url, timeout_seconds=10) for _ in stores]
-        outboxes = [
-            Outbox(store, {"crm": adapter}, settings)
-            for store, adapter in zip(stores, adapters, strict=True)
-        ]
-        for outbox in outboxes:
-            await outbox.start()
+        stores, adapters, outboxes = await started_instances(
+            open_pg, http, crm.url, settings, timeout_seconds=10
+        )
         try:
             await stores[0].record(*call_with_events("slow", 1), [adapters[0]])
             await crm.wait_for(lambda: len(crm.accepted) >= 1, timeout=10)
