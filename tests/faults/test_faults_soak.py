@@ -43,9 +43,12 @@ from tests.fakes.crm_server import FakeCrm
 from tests.faults.support import SOAK, rss_bytes, wait_for
 from tests.recordings import ami_path
 
-pytestmark = pytest.mark.skipif(not SOAK, reason="soak runs with PBXCRM_SOAK=1")
-
 SOAK_SECONDS = float(os.environ.get("PBXCRM_SOAK_SECONDS", "180"))
+
+pytestmark = [
+    pytest.mark.skipif(not SOAK, reason="soak runs with PBXCRM_SOAK=1"),
+    pytest.mark.timeout(SOAK_SECONDS + 600),
+]
 SOAK_CALLS = 300
 HOLD_SECONDS = 2.0  # each wave's calls stay up (or gone) this long
 AGI_CLIENTS = 8
