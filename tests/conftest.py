@@ -8,13 +8,20 @@ secret configured by any test, so a secret set up late is still looked for in ea
 Subprocesses' logs are added with `suite_logs.add_text(...)` (tests/faults does so).
 
 `fault_report` lets a test print a figure in the terminal summary (runs, calls checked ...).
+
+A test still running shortly before pytest-timeout fails it gets its asyncio tasks' stacks
+printed to stderr: pytest-timeout shows threads, and a hung async test's thread only shows
+the event loop waiting in select().
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,6 +85,42 @@ def pytest_configure(config: pytest.Config) -> None:
     root.addHandler(_suite_logs)
     if root.level > SUITE_LOG_LEVEL or root.level == logging.NOTSET:
         root.setLevel(SUITE_LOG_LEVEL)
+
+
+def _dump_asyncio_tasks(test: str) -> None:
+    """From a timer thread: find the main thread's running event loop in its frames and
+    print every task's stack (read-only; the loop is stuck, which is why we are here)."""
+    frame = sys._current_frames().get(threading.main_thread().ident or 0)
+    while frame is not None and not isinstance(
+        frame.f_locals.get("self"), asyncio.AbstractEventLoop
+    ):
+        frame = frame.f_back
+    if frame is None:
+        return
+    tasks = list(asyncio.all_tasks(frame.f_locals["self"]))
+    print(f"\n--- {test} is still running: its {len(tasks)} asyncio task(s) ---", file=sys.stderr)
+    for task in tasks:
+        task.print_stack(file=sys.stderr)
+
+
+@pytest.fixture(autouse=True)
+def _report_stuck_asyncio_tasks(request: pytest.FixtureRequest) -> Iterator[None]:
+    marker = request.node.get_closest_marker("timeout")
+    limit = (
+        float(marker.args[0])
+        if marker and marker.args
+        else float(request.config.getini("timeout") or 0)
+    )
+    if limit <= 0:
+        yield
+        return
+    timer = threading.Timer(
+        limit - min(60.0, limit * 0.1), _dump_asyncio_tasks, (request.node.nodeid,)
+    )
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
 
 
 @pytest.fixture
