@@ -441,7 +441,9 @@ class Outbox:
                 adapter, attempt, str(exc), exc.status, exc.response, exc.retry_after
             ), kind
         except TimeoutError:
-            error = f"no answer within {adapter.config.timeout_seconds:g}s"
+            # Worded like the HTTP client's own timeout: whichever of the two fires first (they
+            # share the value), the dead letter says the same thing.
+            error = f"timed out: no answer within {adapter.config.timeout_seconds:g}s"
             return self._retry(adapter, attempt, error, None, None, None), kind
         except Exception as exc:  # an adapter bug or a raw network error: retry, loudly
             log.warning(
