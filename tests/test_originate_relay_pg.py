@@ -76,6 +76,17 @@ async def _poll_until_final(
             await asyncio.sleep(0.05)
 
 
+async def _click_to_call_101(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+    """POST the originate (extension 101 dials the recorded client); asserts the 202."""
+    async with session.post(
+        f"{base}/api/v1/originate",
+        json={"extension": "101", "number": "+7 916 123-45-67"},
+        headers=bearer(),
+    ) as resp:
+        assert resp.status == 202, await resp.text()
+        return dict(await resp.json())
+
+
 async def test_click_to_call_on_a_for_an_extension_of_b_rings_once_at_b_and_a_reports_it(
     tmp_path: Path,
     pg_url: str,  # noqa: F811 - the fixture
@@ -93,13 +104,7 @@ async def test_click_to_call_on_a_for_an_extension_of_b_rings_once_at_b_and_a_re
         await _wait_connected(service_b)
         base = f"http://127.0.0.1:{service_a.http_port}"
         async with aiohttp.ClientSession() as session:
-            async with session.post(
-                f"{base}/api/v1/originate",
-                json={"extension": "101", "number": "+7 916 123-45-67"},
-                headers=bearer(),
-            ) as resp:
-                assert resp.status == 202, await resp.text()
-                accepted = await resp.json()
+            accepted = await _click_to_call_101(session, base)
             assert accepted["state"] == "queued"
             outcome = await _poll_until_final(session, f"{base}{accepted['status_url']}")
         assert outcome["state"] == "connected"
@@ -130,13 +135,7 @@ async def test_click_to_call_for_an_extension_of_its_own_pbx_is_sent_directly(
         await _wait_connected(service_a)
         base = f"http://127.0.0.1:{service_a.http_port}"
         async with aiohttp.ClientSession() as session:
-            async with session.post(
-                f"{base}/api/v1/originate",
-                json={"extension": "101", "number": "+7 916 123-45-67"},
-                headers=bearer(),
-            ) as resp:
-                assert resp.status == 202, await resp.text()
-                accepted = await resp.json()
+            accepted = await _click_to_call_101(session, base)
             assert accepted["state"] != "queued"
             outcome = await _poll_until_final(session, f"{base}{accepted['status_url']}")
         assert outcome["state"] == "connected"
