@@ -200,6 +200,10 @@ class Outbox:
             await self._reader.close()
             self._reader = None
 
+    def _held_ids(self) -> list[int]:
+        """Rows this instance has claimed: being sent, or waiting for a free slot."""
+        return [*self._inflight, *(row.id for ready in self._ready.values() for row in ready)]
+
     async def _renew_leases(self) -> None:
         """Keep the leases of rows this instance holds while they wait or are being sent, so a
         CRM slower than `lease_seconds` does not hand its delivery to another instance (which
@@ -208,7 +212,7 @@ class Outbox:
         lease = self._settings.lease_seconds
         while True:
             await asyncio.sleep(lease / 3)
-            held = [*self._inflight, *(row.id for ready in self._ready.values() for row in ready)]
+            held = self._held_ids()
             if not held:
                 continue
             try:
@@ -277,7 +281,7 @@ class Outbox:
             return False
         if self._shared:
             return await self._claim_shared()
-        taken = [*self._inflight, *(row.id for ready in self._ready.values() for row in ready)]
+        taken = self._held_ids()
         rows = await self._read(
             _CLAIM_SQL,
             (self._now(), json.dumps(free), json.dumps(taken), limit),
