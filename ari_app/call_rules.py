@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+from ari_app.recording_links import RecordingLinkSigner, template_problem
 
 
 class CallRules(BaseModel):
@@ -15,11 +17,36 @@ class CallRules(BaseModel):
     trunk_contexts: list[str] = Field(default_factory=lambda: ["from-trunk", "from-pstn"])
     # Agent phones: endpoint names (the part after PJSIP/ or SIP/) matching this pattern.
     internal_extension_pattern: str = r"^\d{2,5}$"
-    # `{file}` is the recording's file name, `{call_id}` the call, `{pbx_id}` the switch.
-    recording_url_template: str = "http://127.0.0.1:8080/recordings/{file}"
+    # `{file}` is the recording's file name, `{call_id}` the call, `{pbx_id}` the switch,
+    # `{signature}` a link that opens this one recording for `recording_link_days`
+    # (ari_app/recording_links.py).
+    recording_url_template: str = "http://127.0.0.1:8080/{signature}/recording/{file}"
+    recording_link_days: float = Field(default=7.0, gt=0, le=3650)
     recording_dir: str = "/var/spool/asterisk/monitor"
     # A call with no event for this long is closed as reconciled (a lost Hangup).
     stale_call_seconds: float = Field(default=4 * 3600, gt=0)
+    # pbxcrm's own link key: never from the config file, handed in by whoever starts the
+    # pipeline (`with_recording_key`).
+    _recording_key: bytes | None = PrivateAttr(default=None)
+
+    def with_recording_key(self, key: bytes) -> CallRules:
+        rules = self.model_copy()
+        rules._recording_key = key
+        return rules
+
+    @property
+    def recording_links(self) -> RecordingLinkSigner | None:
+        if self._recording_key is None:
+            return None
+        return RecordingLinkSigner(self._recording_key, self.recording_link_days * 86400.0)
+
+    @field_validator("recording_url_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        problem = template_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("internal_extension_pattern")
     @classmethod

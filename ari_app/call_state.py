@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ari_app.recording_links import RecordingLinkSigner, recording_url_for
 from crm.model import Call, Direction, Disposition, Party, Transfer
 
 _FAILED_DIAL_STATUSES = frozenset({"CHANUNAVAIL", "CONGESTION", "INVALIDARGS", "DONTCALL"})
@@ -140,7 +141,8 @@ def ring_seconds(state: CallState) -> float:
     return max(0.0, end - state.first_ring_ts)
 
 def build_call(
-state: CallState, *, pbx_id: str, source: str, recording_url_template: str, ended: bool = False
+state: CallState, *, pbx_id: str, source: str, recording_url_template: str, ended: bool = False,
+    recording_links: RecordingLinkSigner | None = None,
 ) -> Call:
     talk = 0.0
     if state.answer_ts is not None:
@@ -149,8 +151,9 @@ state: CallState, *, pbx_id: str, source: str, recording_url_template: str, ende
             talk = max(0.0, talk_end - state.answer_ts)
     recording_url = None
     if state.recording_file:
-        recording_url = recording_url_template.format(
-            file=state.recording_file, call_id=state.call_id, pbx_id=pbx_id
+        recording_url = recording_url_for(
+            recording_url_template, recording_links, file=state.recording_file,
+            call_id=state.call_id, pbx_id=pbx_id, issued_at=state.end_ts or state.start_ts,
         )
     agent = state.agent_extension
     if agent is None and state.rang:

@@ -199,8 +199,7 @@ def demo_settings(store_dir: Path, sink_port: int, *, http_port: int = 0) -> Set
         {
             "pbx": {"id": "demo", "ami": {"username": DEMO_USER, "password": DEMO_SECRET}},
             "calls": {
-                "recording_url_template": "http://127.0.0.1:8080/" + DEMO_TOKEN
-                + "/recording/{file}",
+                "recording_url_template": "http://127.0.0.1:8080/{signature}/recording/{file}",
                 "recording_dir": str(resources.files("ari_app") / "demo_data" / "recordings"),
             },
             "store": {"path": str(store_dir / "pbxcrm.sqlite3")},
@@ -208,7 +207,9 @@ def demo_settings(store_dir: Path, sink_port: int, *, http_port: int = 0) -> Set
                 "enabled": http_port != 0,
                 "port": http_port,
                 "clients": [
-                    {"name": "demo", "token": DEMO_TOKEN, "allow_from": ["127.0.0.1/32", "::1/128"]}
+                    {"name": "demo", "token": DEMO_TOKEN, "allow_from": ["127.0.0.1/32", "::1/128"],
+                     "routes": ["originate", "calls", "recordings", "creatio", "metrics",
+                                "openapi"]}
                 ],
             },
             "agi": {"enabled": False},

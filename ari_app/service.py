@@ -23,6 +23,7 @@ from ari_app.http.deps import HttpDeps
 from ari_app.originate import AmiOriginateBackend, OriginateService, StoreOriginateLog
 from ari_app.originate_relay import OriginateRelay
 from ari_app.pipeline import Pipeline
+from ari_app.recording_links import load_or_create_key
 from ari_app.settings import Settings
 from ari_app.survey_spool import SurveySpoolReader
 from crm import metrics
@@ -86,8 +87,11 @@ class Service:
         self.adapters = [
             build_adapter(config, self._session) for config in settings.crm if config.enabled
         ]
+        # Recording links are signed with pbxcrm's own key, kept in the store (shared by every
+        # instance on it), so the CRM never holds a credential (ari_app/recording_links.py).
+        link_key = await load_or_create_key(self.store)
         self.pipeline = Pipeline(
-            settings.calls,
+            settings.calls.with_recording_key(link_key),
             self.store,
             self.adapters,
             pbx_id=settings.pbx.id,
@@ -134,6 +138,7 @@ class Service:
                     metrics_registry=metrics.REGISTRY,
                     pipeline=self.pipeline,
                     agent_board=self.agent_board,
+                    recording_links=self.pipeline.tracker.rules.recording_links,
                 )
             )
             log.info("HTTP port on %s:%d", settings.http.host, self.http_port)

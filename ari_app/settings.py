@@ -6,7 +6,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agi.settings import AgiSettings
 from ari_app.call_rules import CallRules
@@ -69,6 +76,20 @@ class Settings(BaseModel):
                 raise ValueError(f"two [[crm]] blocks are named {adapter.name!r}")
             seen.add(adapter.name)
         return value
+
+    @model_validator(mode="after")
+    def _no_token_in_recording_urls(self) -> Settings:
+        # Recording URLs are written into CRM records: a client's token there can be copied
+        # by anyone who reads a call.
+        template = self.calls.recording_url_template
+        for client in self.http.clients:
+            if client.token is not None and client.token.get_secret_value() in template:
+                raise ValueError(
+                    f"calls.recording_url_template holds the token of [[http.clients]] "
+                    f"{client.name!r}; write {{signature}} where the token is "
+                    "(a link that opens that one recording)"
+                )
+        return self
 
 
 class ConfigError(Exception):

@@ -102,6 +102,7 @@ class CallTracker:
             pbx_id=self.pbx_id,
             source=self.source,
             recording_url_template=self.rules.recording_url_template,
+            recording_links=self.rules.recording_links,
         )
 
     def restore(self, call: Call, last_seq: int, sent: Collection[EventKind] = ()) -> None:
@@ -671,6 +672,7 @@ class CallTracker:
                 pbx_id=self.pbx_id,
                 source=self.source,
                 recording_url_template=self.rules.recording_url_template,
+                recording_links=self.rules.recording_links,
                 ended=ended,
             ),
             extension=extension,

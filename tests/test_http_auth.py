@@ -69,11 +69,21 @@ async def test_a_wrong_token_gets_the_same_answer_as_no_token(tmp_path):
         assert no_token == wrong_token == (401, {"error": "unauthorized"})
 
 
-async def test_basic_auth_needs_the_right_password_and_says_so_with_www_authenticate(tmp_path):
+async def test_basic_auth_needs_the_right_password_and_a_dialling_route_never_challenges(
+    tmp_path,
+):
     async with running(HttpDeps(settings=make_settings(tmp_path))) as server:
         url = server.url("/fixdigital/makecall?sExt=101&sNumber=89161234567")
         async with server.session.get(url, headers=basic(FIX_USER, FIX_PASSWORD + "x")) as resp:
             assert resp.status == 401
+            # A challenge would make a browser ask for, keep and then send credentials with
+            # any page's <img src=".../fixdigital/makecall?...">: a GET that dials.
+            assert "WWW-Authenticate" not in resp.headers
+        async with server.session.get(url) as resp:
+            assert resp.status == 401
+            assert "WWW-Authenticate" not in resp.headers
+        # A route that cannot dial still challenges (3CX's template answers a challenge).
+        async with server.session.get(server.url("/api/v1/calls")) as resp:
             assert resp.headers["WWW-Authenticate"].startswith("Basic")
         # Right credentials pass auth; with no PBX wired in, click-to-call answers 503.
         async with server.session.get(url, headers=basic()) as resp:
@@ -81,14 +91,21 @@ async def test_basic_auth_needs_the_right_password_and_says_so_with_www_authenti
             assert (await resp.json())["success"] is False
 
 
-async def test_a_client_calling_from_outside_its_allowlist_is_forbidden(tmp_path):
+async def test_a_right_token_from_outside_its_allowlist_gets_the_answer_of_a_wrong_one(tmp_path):
     settings = make_settings(
-        tmp_path, clients=[{"name": "crm", "token": CRM_TOKEN, "allow_from": ["10.0.0.0/8"]}]
+        tmp_path,
+        clients=[{"name": "crm", "token": CRM_TOKEN, "allow_from": ["10.0.0.0/8"],
+                  "routes": ["openapi"]}],
     )
     async with running(HttpDeps(settings=settings)) as server:
-        async with server.session.get(server.url("/api/openapi.json"), headers=bearer()) as resp:
-            assert resp.status == 403
-            assert await resp.json() == {"error": "forbidden"}
+        url = server.url("/api/openapi.json")
+        async with server.session.get(url, headers=bearer()) as resp:
+            right = (resp.status, dict(resp.headers).get("WWW-Authenticate"), await resp.json())
+        async with server.session.get(url, headers=bearer(CRM_TOKEN[:-1] + "X")) as resp:
+            wrong = (resp.status, dict(resp.headers).get("WWW-Authenticate"), await resp.json())
+    # A 403 here would tell whoever stole the token that it is a real one.
+    assert right == wrong
+    assert right[0] == 401 and right[2] == {"error": "unauthorized"}
 
 
 async def test_a_route_allowlist_refuses_before_credentials_are_looked_at(tmp_path):
@@ -104,19 +121,21 @@ async def test_a_route_allowlist_refuses_before_credentials_are_looked_at(tmp_pa
 
 
 async def test_forwarded_for_counts_only_when_the_peer_is_a_trusted_proxy(tmp_path):
-    clients = [{"name": "crm", "token": CRM_TOKEN, "allow_from": ["203.0.113.0/24"]}]
+    clients = [
+        {"name": "crm", "token": CRM_TOKEN, "allow_from": ["203.0.113.0/24"], "routes": ["openapi"]}
+    ]
     spoof = {**bearer(), "X-Forwarded-For": "203.0.113.7"}
     untrusted = make_settings(tmp_path, clients=clients)
     async with running(HttpDeps(settings=untrusted)) as server:
         async with server.session.get(server.url("/api/openapi.json"), headers=spoof) as resp:
-            assert resp.status == 403  # the header is ignored: the peer is 127.0.0.1
+            assert resp.status == 401  # the header is ignored: the peer is 127.0.0.1
     trusted = make_settings(tmp_path, clients=clients, trusted_proxies=["127.0.0.1/32"])
     async with running(HttpDeps(settings=trusted)) as server:
         async with server.session.get(server.url("/api/openapi.json"), headers=spoof) as resp:
             assert resp.status == 200
         forged = {**bearer(), "X-Forwarded-For": "203.0.113.7, 198.51.100.1"}
         async with server.session.get(server.url("/api/openapi.json"), headers=forged) as resp:
-            assert resp.status == 403  # the nearest untrusted hop is the client
+            assert resp.status == 401  # the nearest untrusted hop is the client
 
 
 async def test_a_client_may_use_only_its_route_families(tmp_path):
@@ -179,3 +198,38 @@ async def test_tokens_in_paths_never_reach_the_logs(tmp_path, caplog):
     assert '"GET /webapi/{token}/makecall" 401' in text  # the access log line, redacted
     assert wrong not in text
     assert FIX_PASSWORD not in text
+
+
+async def test_wrong_credentials_from_one_address_are_throttled_even_for_the_right_token(
+    tmp_path,
+):
+    settings = make_settings(tmp_path, max_auth_failures=3)
+    async with running(HttpDeps(settings=settings)) as server:
+        url = server.url("/api/openapi.json")
+        for _ in range(5):  # asking without credentials guesses nothing: not counted
+            async with server.session.get(url) as resp:
+                assert resp.status == 401
+        for attempt in range(3):
+            async with server.session.get(url, headers=bearer(f"guess-{attempt:020d}")) as resp:
+                assert resp.status == 401
+        async with server.session.get(url, headers=bearer()) as resp:
+            assert resp.status == 429
+            assert await resp.json() == {"error": "too many requests"}
+            assert 0 < int(resp.headers["Retry-After"]) <= 300
+        async with server.session.get(server.url("/healthz")) as resp:
+            assert resp.status == 200  # the open route stays open
+
+
+def test_the_failure_table_forgets_old_addresses_and_old_failures():
+    from ari_app.http.auth_throttle import FailedAuthThrottle
+
+    now = [0.0]
+    throttle = FailedAuthThrottle(2, 60.0, clock=lambda: now[0], max_addresses=100)
+    throttle.failed("10.0.0.1")
+    throttle.failed("10.0.0.1")
+    assert throttle.locked_for("10.0.0.1") == 60.0
+    now[0] = 61.0
+    assert throttle.locked_for("10.0.0.1") == 0.0
+    for n in range(1000):
+        throttle.failed(f"2001:db8::{n:x}")
+    assert throttle.addresses == 100

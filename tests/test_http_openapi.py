@@ -35,7 +35,8 @@ async def test_the_openapi_document_lists_exactly_the_routed_methods_and_paths(t
                 # ari_app/http/agent_port.py), not CRM clients per route family.
                 assert operation["security"] == []
             else:
-                assert operation["security"] or "{token}" in path, (method, path)
+                # An empty list would say "no credentials needed": never for a `{token}` route.
+                assert operation["security"], (method, path)
                 assert "401" in operation["responses"]
 
 
@@ -51,3 +52,18 @@ async def test_the_documented_request_models_name_their_fields(tmp_path):
     assert {p["name"] for p in calls} >= {"number", "from", "to", "limit", "cursor", "format"}
     makecall = spec["paths"]["/webapi/{token}/makecall"]["get"]["parameters"]
     assert {p["name"] for p in makecall} == {"token", "first", "second"}
+
+
+async def test_token_in_path_routes_name_the_path_token_as_their_security(tmp_path):
+    spec = build_http_app(HttpDeps(settings=make_settings(tmp_path)))
+    from ari_app.http.openapi import document_for
+
+    paths = document_for(spec)["paths"]
+    assert paths["/webapi/{token}/makecall"]["get"]["security"] == [{"pathToken": []}]
+    recording = paths["/{token}/recording/{file}"]["get"]["security"]
+    assert {"signedLink": []} in recording
+    assert {"pathToken": []} not in recording  # a client token there is opt-in
+    schemes = document_for(spec)["components"]["securitySchemes"]
+    assert {"pathToken", "signedLink"} <= set(schemes)
+    # Routes without a `{token}` do not claim a path credential.
+    assert {"signedLink": []} not in paths["/api/v1/recordings/{file}"]["get"]["security"]

@@ -55,7 +55,10 @@ async def test_another_client_cannot_read_someone_elses_originate(tmp_path):
     other = "other-token-0123456789abcdef"
     deps, _ = _deps(
         tmp_path,
-        clients=[{"name": "crm", "token": CRM_TOKEN}, {"name": "other", "token": other}],
+        clients=[
+            {"name": "crm", "token": CRM_TOKEN, "routes": ["originate"]},
+            {"name": "other", "token": other, "routes": ["originate"]},
+        ],
     )
     async with running(deps) as server:
         async with server.session.post(
@@ -117,7 +120,10 @@ async def test_bad_originate_bodies_get_400_or_422_naming_the_field(tmp_path):
 
 async def test_the_rate_limit_answers_429(tmp_path):
     deps, backend = _deps(
-        tmp_path, clients=[{"name": "crm", "token": CRM_TOKEN, "originate_per_minute": 2}]
+        tmp_path,
+        clients=[
+            {"name": "crm", "token": CRM_TOKEN, "originate_per_minute": 2, "routes": ["originate"]}
+        ],
     )
     async with running(deps) as server:
         statuses = []

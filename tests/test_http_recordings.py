@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from ari_app.http.deps import HttpDeps
-from tests.test_http_support import CREATIO_TOKEN, bearer, make_settings, running
+from ari_app.recording_links import RecordingLinkSigner
+from tests.test_http_support import bearer, make_settings, running
 
 WAV = b"RIFF" + bytes(range(256)) * 4
 
@@ -43,13 +45,16 @@ async def test_a_recording_is_served_with_its_content_type_by_header_token(setti
             assert resp.headers["Content-Type"] == "audio/x-gsm"
 
 
-async def test_the_creatio_url_shape_serves_mp3_with_the_token_in_the_path(settings):
-    async with running(HttpDeps(settings=settings)) as server:
-        url = server.url(f"/{CREATIO_TOKEN}/recording/220426104747_331-1-1.mp3")
+async def test_the_creatio_url_shape_serves_mp3_with_a_signed_slot(settings):
+    signer = RecordingLinkSigner(b"s" * 32, 3600)
+    slot = signer.slot("220426104747_331-1-1.mp3", time.time())
+    deps = HttpDeps(settings=settings, recording_links=signer)
+    async with running(deps) as server:
+        url = server.url(f"/{slot}/recording/220426104747_331-1-1.mp3")
         async with server.session.get(url) as resp:
             assert resp.status == 200
             assert resp.headers["Content-Type"] == "audio/mpeg"
-        async with server.session.get(url.replace(CREATIO_TOKEN, "y" * 30)) as resp:
+        async with server.session.get(url.replace(slot, "y" * 30)) as resp:
             assert resp.status == 401
 
 

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ari_app.http.app import bound_port, start_http
 from ari_app.http.deps import HttpDeps
+from ari_app.http.settings import ROUTE_FAMILIES
 from ari_app.originate import OriginateService
 from ari_app.settings import Settings
 from tests.recordings import recorded_frames
@@ -29,7 +30,7 @@ def make_settings(tmp_path: Path, **http: Any) -> Settings:
         "host": "127.0.0.1",
         "port": 0,
         "clients": [
-            {"name": "crm", "token": CRM_TOKEN},
+            {"name": "crm", "token": CRM_TOKEN, "routes": list(ROUTE_FAMILIES)},
             {"name": "creatio", "token": CREATIO_TOKEN, "routes": ["creatio", "recordings"]},
             {
                 "name": "fixdigital",

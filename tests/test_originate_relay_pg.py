@@ -47,7 +47,7 @@ def _settings(
             "http": {
                 "host": "127.0.0.1",
                 "port": 0,
-                "clients": [{"name": "crm", "token": CRM_TOKEN}],
+                "clients": [{"name": "crm", "token": CRM_TOKEN, "routes": ["originate"]}],
             },
             "agi": {"enabled": False, "survey_spool": str(tmp_path / f"{pbx_id}-spool.jsonl")},
         }

@@ -20,6 +20,8 @@ from ari_app.http import (
     threecx,
     threecx_crm,
 )
+from ari_app.http.auth import THROTTLE_KEY
+from ari_app.http.auth_throttle import FailedAuthThrottle
 from ari_app.http.deps import DEPS_KEY, HttpDeps
 from ari_app.http.middleware import security_middleware
 from ari_app.http.routing import FAMILY_KEY, RouteSpec
@@ -53,6 +55,9 @@ def build_http_app(deps: HttpDeps) -> web.Application:
         middlewares=[security_middleware], client_max_size=settings.max_body_bytes
     )
     app[DEPS_KEY] = deps
+    app[THROTTLE_KEY] = FailedAuthThrottle(
+        settings.max_auth_failures, settings.auth_failure_window_seconds
+    )
     families: dict[str, object] = {}
     for spec in ALL_ROUTES:
         route = app.router.add_route(spec.method, _router_path(spec.path), spec.handler)

@@ -2,8 +2,14 @@
 
 Every credential comparison goes through `_same` (hmac.compare_digest over SHA-256 digests, so
 neither content nor length leaks by timing) and every client is compared, match or not. Refusals
-are 401 (no or wrong credentials) or 403 (right credentials, wrong place or route), with a body
-that says nothing about which part failed; the log line says it, without the credentials.
+are 401 (no or wrong credentials, or right ones from an address the client may not call from:
+the answer must not tell a stolen token from a wrong one) or 403 (a route's address rule, or a
+known client asking for a family it lacks), with a body that says nothing about which part
+failed; the log line says it, without the credentials.
+
+The `{token}` slot of a recording URL is written into CRM records, so there it is either a
+signed link (ari_app/recording_links.py) or the token of a client that may open recordings and
+nothing else: a token that can dial never opens a recording from a URL.
 """
 
 from __future__ import annotations
@@ -13,19 +19,26 @@ import binascii
 import hashlib
 import hmac
 import logging
+import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from aiohttp import web
 
+from ari_app.http.auth_throttle import FailedAuthThrottle
 from ari_app.http.errors import json_error
 from ari_app.http.settings import HttpClient, HttpSettings, Network, RouteFamily
+from ari_app.recording_links import RecordingLinkSigner
 
 log = logging.getLogger(__name__)
 
 IpAddress = IPv4Address | IPv6Address
 CLIENT_KEY = web.RequestKey("pbxcrm_client", HttpClient)
 IP_KEY = web.RequestKey("pbxcrm_client_ip", str)
+THROTTLE_KEY = web.AppKey("pbxcrm_auth_throttle", FailedAuthThrottle)
+# Families whose routes start calls: a browser must never be asked for (and then keep sending)
+# Basic credentials there, or any page's <img> could dial with them.
+_NO_CHALLENGE: frozenset[str] = frozenset({"originate", "creatio", "fixdigital"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +50,14 @@ class Presented:
 
 
 class AuthRefused(Exception):
-    def __init__(self, status: int, why: str) -> None:
+    def __init__(
+        self, status: int, why: str, *, guess: bool = False, retry_after: float = 0.0
+    ) -> None:
         super().__init__(why)
         self.status = status
         self.why = why
+        self.guess = guess  # credentials were presented and were wrong: counts per address
+        self.retry_after = retry_after
 
 
 def _same(given: str, expected: str) -> bool:
@@ -99,7 +116,7 @@ async def presented_credentials(request: web.Request, methods: list[str]) -> lis
     if "basic" in methods and scheme.lower() == "basic":
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):  # not base64 (or not ASCII), or not UTF-8
             decoded = ""
         user, sep, password = decoded.partition(":")
         if sep:
@@ -148,34 +165,71 @@ def match_client(clients: list[HttpClient], presented: list[Presented]) -> HttpC
     return matched
 
 
+def signed_link_opens(
+    request: web.Request, signer: RecordingLinkSigner | None, now: float
+) -> bool:
+    """The `{token}` slot is pbxcrm's signature for this very `{file}`, not yet expired."""
+    slot = request.match_info.get("token")
+    file = request.match_info.get("file")
+    if signer is None or not slot or not file:
+        return False
+    return signer.opens(slot, file, now)
+
+
+def _recordings_only(presented: list[Presented], client: HttpClient, family: str) -> bool:
+    # A path token that opens a recording sits in CRM records: only a client that can do
+    # nothing else may be named by it.
+    uses_path = any(p.method == "path_token" for p in presented)
+    return not (family == "recordings" and uses_path and set(client.routes) != {"recordings"})
+
+
 async def authorize(
-    request: web.Request, settings: HttpSettings, family: RouteFamily
-) -> HttpClient:
-    """The calling client, or AuthRefused."""
+    request: web.Request,
+    settings: HttpSettings,
+    family: RouteFamily,
+    signer: RecordingLinkSigner | None = None,
+    *,
+    throttle: FailedAuthThrottle | None = None,
+) -> HttpClient | None:
+    """The calling client (None: a signed recording link let it in), or AuthRefused."""
     rule = settings.routes[family]
     ip = client_ip(request, settings.trusted_proxies)
     request[IP_KEY] = str(ip) if ip is not None else "?"
     if ip is None or not _in(ip, rule.allow_from):
         raise AuthRefused(403, "address not allowed for this route")
+    wait = throttle.locked_for(str(ip)) if throttle is not None else 0.0
+    if wait > 0:
+        raise AuthRefused(429, "too many wrong credentials from this address", retry_after=wait)
+    if "signed_link" in rule.methods and signed_link_opens(request, signer, time.time()):
+        return None
     presented = await presented_credentials(request, list(rule.methods))
     if not presented:
         raise AuthRefused(401, "no credentials")
     client = match_client(settings.clients, presented)
     if client is None:
-        raise AuthRefused(401, "wrong credentials")
+        raise AuthRefused(401, "wrong credentials", guess=True)
     if not _in(ip, client.allow_from):
-        raise AuthRefused(403, f"client {client.name} not allowed from this address")
+        raise AuthRefused(401, f"client {client.name} not allowed from this address", guess=True)
+    if not _recordings_only(presented, client, family):
+        raise AuthRefused(
+            401, f"client {client.name} may do more than open recordings: its token is "
+            "refused in a recording URL", guess=True,
+        )
     if family not in client.routes:
         raise AuthRefused(403, f"client {client.name} may not use {family}")
     request[CLIENT_KEY] = client
     return client
 
 
-def refusal(exc: AuthRefused, methods: list[str]) -> web.Response:
+def refusal(exc: AuthRefused, methods: list[str], family: str = "") -> web.Response:
     if exc.status == 401:
         response = json_error(401, "unauthorized")
-        if "basic" in methods:
+        if "basic" in methods and family not in _NO_CHALLENGE:
             response.headers["WWW-Authenticate"] = 'Basic realm="pbxcrm", charset="UTF-8"'
+        return response
+    if exc.status == 429:
+        response = json_error(429, "too many requests")
+        response.headers["Retry-After"] = str(max(1, int(exc.retry_after)))
         return response
     return json_error(403, "forbidden")
 

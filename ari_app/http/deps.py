@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ari_app.agent_board import AgentBoard
     from ari_app.originate import OriginateService
     from ari_app.pipeline import Pipeline
+    from ari_app.recording_links import RecordingLinkSigner
     from ari_app.settings import Settings
     from crm.store_factory import AnyStore
 
@@ -26,6 +27,8 @@ class HttpDeps:
     metrics_registry: CollectorRegistry | None = None  # None: prometheus_client's default
     pipeline: Pipeline | None = None  # None: 3CX journal and notes answer 503
     agent_board: AgentBoard | None = None  # None: the /agent screen pop answers 503
+    # Checks the `<slot>` of `/<slot>/recording/<file>`; None: no signed link opens anything.
+    recording_links: RecordingLinkSigner | None = None
 
 
 DEPS_KEY = web.AppKey("pbxcrm_http_deps", HttpDeps)

@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from ari_app.http.auth import IP_KEY, AuthRefused, authorize, refusal
+from ari_app.http.auth import IP_KEY, THROTTLE_KEY, AuthRefused, authorize, refusal
 from ari_app.http.deps import DEPS_KEY
 from ari_app.http.errors import json_error
 from ari_app.http.routing import family_of
@@ -26,18 +26,25 @@ async def security_middleware(
                 log.error("refused %s %s: route has no auth rule", request.method, request.path)
                 return json_error(403, "forbidden")
             if family is not None:
-                settings = request.app[DEPS_KEY].settings.http
+                deps = request.app[DEPS_KEY]
+                settings = deps.settings.http
+                throttle = request.app[THROTTLE_KEY]
                 try:
-                    await authorize(request, settings, family)
+                    await authorize(
+                        request, settings, family, deps.recording_links, throttle=throttle
+                    )
                 except AuthRefused as exc:
+                    address = request.get(IP_KEY, "?")
+                    if exc.guess:
+                        throttle.failed(address)
                     log.warning(
                         "refused %s %s from %s: %s",
                         request.method,
                         request.match_info.route.resource.canonical,  # no path tokens
-                        request.get(IP_KEY, "?"),
+                        address,
                         exc.why,
                     )
-                    return refusal(exc, list(settings.routes[family].methods))
+                    return refusal(exc, list(settings.routes[family].methods), family)
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:
         return json_error(413, "request body too large")

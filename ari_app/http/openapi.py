@@ -25,6 +25,19 @@ _SECURITY_SCHEMES = {
         "name": "username",
         "description": "`username` and `password` as query or form fields",
     },
+    # OpenAPI has no API-key location "path"; these two say in words where the credential is,
+    # so that no tool reads a `{token}` route as open (an empty security list means "none").
+    "pathToken": {
+        "type": "http",
+        "scheme": "PathToken",
+        "description": "The client's token is the `{token}` path segment itself",
+    },
+    "signedLink": {
+        "type": "http",
+        "scheme": "PathSignature",
+        "description": "The `{token}` segment is pbxcrm's signature for this one recording "
+        "(`<expires>.<signature>`, as written in recording_url); it opens nothing else",
+    },
     "queryToken": {
         "type": "apiKey",
         "in": "query",
@@ -36,8 +49,9 @@ _METHOD_SCHEMES = {
     "header_token": ["bearerToken", "headerToken"],
     "basic": ["basic"],
     "params": ["usernamePassword"],
-    "path_token": [],  # the `{token}` path parameter itself
+    "path_token": ["pathToken"],
     "query_token": ["queryToken"],
+    "signed_link": ["signedLink"],
 }
 
 
@@ -81,7 +95,12 @@ def _operation(spec: RouteSpec, settings: HttpSettings) -> dict[str, Any]:
     else:
         responses.setdefault("401", {"description": "No or wrong credentials"})
         responses.setdefault("403", {"description": "Not allowed from this address or client"})
-        methods = settings.routes[spec.family].methods
+        has_slot = "{token}" in spec.path
+        methods = [
+            method
+            for method in settings.routes[spec.family].methods
+            if has_slot or method not in ("path_token", "signed_link")
+        ]
         operation["security"] = [
             {scheme: []} for method in methods for scheme in _METHOD_SCHEMES[method]
         ]

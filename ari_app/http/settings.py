@@ -38,8 +38,10 @@ ROUTE_FAMILIES: tuple[RouteFamily, ...] = (
 # header_token: `Authorization: Bearer <t>` or `X-Api-Token: <t>`; path_token: the `{token}`
 # segment of the vendor URL shapes; basic: HTTP basic; params: `username`/`password` as query or
 # form fields (FixDigital's dialer sends credentials that way); query_token: a `token` query or
-# form field (the cal4care DBN API: `/3cx/query?cid=&token=`).
-AuthMethod = Literal["header_token", "path_token", "basic", "params", "query_token"]
+# form field (the cal4care DBN API: `/3cx/query?cid=&token=`); signed_link: the `{token}` slot
+# of `/{token}/recording/{file}` holds pbxcrm's signature for that one file
+# (ari_app/recording_links.py), no client credential at all.
+AuthMethod = Literal["header_token", "path_token", "basic", "params", "query_token", "signed_link"]
 
 _ANYWHERE: list[Network] = [IPv4Network("0.0.0.0/0"), IPv6Network("::/0")]
 
@@ -54,7 +56,8 @@ class HttpClient(BaseModel):
     username: str | None = None
     password: Secret | None = None
     allow_from: list[Network] = Field(default_factory=lambda: list(_ANYWHERE))
-    routes: list[RouteFamily] = Field(default_factory=lambda: list(ROUTE_FAMILIES))
+    # None by default: each family a client may use is listed (least privilege).
+    routes: list[RouteFamily] = Field(default_factory=list)
     # Click-to-call requests per minute for this client (toll-fraud brake).
     originate_per_minute: int = Field(default=10, ge=1)
 
@@ -81,7 +84,9 @@ def _default_routes() -> dict[RouteFamily, RouteAuth]:
     return {
         "originate": RouteAuth(methods=header),
         "calls": RouteAuth(methods=header),
-        "recordings": RouteAuth(methods=[*header, "path_token"]),
+        # A client's token in a recording URL (path_token) is opt-in, and then only for a
+        # client whose routes are ["recordings"] (ari_app/http/auth.py).
+        "recordings": RouteAuth(methods=[*header, "signed_link"]),
         "creatio": RouteAuth(methods=["path_token"]),
         "fixdigital": RouteAuth(methods=["basic", "params"]),
         "metrics": RouteAuth(methods=header),
@@ -167,6 +172,16 @@ class HttpSettings(BaseModel):
     routes: dict[RouteFamily, RouteAuth] = Field(default_factory=_default_routes)
     originate: OriginateSettings = Field(default_factory=OriginateSettings)
     history_max_limit: int = Field(default=500, ge=1, le=10000)
+    # Wrong credentials from one address before it is refused (429) for the rest of the window.
+    max_auth_failures: int = Field(default=10, ge=1, le=10_000)
+    auth_failure_window_seconds: float = Field(default=300.0, gt=0)
+    # Slow or stuck sockets: a request's headers must arrive within header_timeout_seconds of
+    # the connection (or of the previous answer on a kept-alive one), its body within
+    # body_timeout_seconds of its headers; past max_connections open at once, new ones are
+    # closed at once (counted in /metrics).
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    max_connections: int = Field(default=512, ge=1, le=1_000_000)
     threecx: ThreeCxSettings = Field(default_factory=ThreeCxSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
 

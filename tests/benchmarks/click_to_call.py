@@ -39,7 +39,10 @@ async def c2c_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
         http={
             "enabled": True,
             "port": 0,
-            "clients": [{"name": "crm", "token": TOKEN, "originate_per_minute": 1_000_000}],
+            "clients": [
+                {"name": "crm", "token": TOKEN, "originate_per_minute": 1_000_000,
+                 "routes": ["originate"]}
+            ],
         },
     )
     service = Service(settings, send=False)

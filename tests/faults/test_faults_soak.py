@@ -199,6 +199,7 @@ port = 0
 [[http.clients]]
 name = "crm"
 token = "{TOKEN}"
+routes = ["calls", "metrics"]
 [agi]
 host = "127.0.0.1"
 port = 0
