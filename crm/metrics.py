@@ -68,6 +68,29 @@ store_commit_ops_total = Counter(
     registry=REGISTRY,
 )
 
+http_connections_open = Gauge(
+    "pbxcrm_http_connections_open",
+    "Connections open on pbxcrm's HTTP port",
+    registry=REGISTRY,
+)
+http_connections_refused_total = Counter(
+    "pbxcrm_http_connections_refused_total",
+    "Connections closed because [http] max_connections were open: reason=limit the new one,"
+    " reason=stalled the oldest that never sent a whole request",
+    ["reason"],
+    registry=REGISTRY,
+)
+http_slow_requests_total = Counter(
+    "pbxcrm_http_slow_requests_total",
+    "Requests answered 408 and closed because their body did not arrive in time",
+    registry=REGISTRY,
+)
+http_accept_errors_total = Counter(
+    "pbxcrm_http_accept_errors_total",
+    "accept() failures on the HTTP port for want of file descriptors or memory",
+    registry=REGISTRY,
+)
+
 
 def render() -> bytes:
     """The text exposition of REGISTRY, for the /metrics route."""

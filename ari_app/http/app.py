@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -22,6 +23,16 @@ from ari_app.http import (
 )
 from ari_app.http.auth import THROTTLE_KEY
 from ari_app.http.auth_throttle import FailedAuthThrottle
+from ari_app.http.connections import (
+    BODY_TIMEOUT_KEY,
+    GUARD_KEY,
+    ConnectionGuard,
+    GuardedSite,
+    body_deadline_middleware,
+    install_accept_error_log,
+    request_arrived_middleware,
+    warn_if_few_descriptors,
+)
 from ari_app.http.deps import DEPS_KEY, HttpDeps
 from ari_app.http.middleware import security_middleware
 from ari_app.http.routing import FAMILY_KEY, RouteSpec
@@ -52,9 +63,12 @@ def _router_path(path: str) -> str:
 def build_http_app(deps: HttpDeps) -> web.Application:
     settings = deps.settings.http
     app = web.Application(
-        middlewares=[security_middleware], client_max_size=settings.max_body_bytes
+        middlewares=[request_arrived_middleware, body_deadline_middleware, security_middleware],
+        client_max_size=settings.max_body_bytes,
     )
     app[DEPS_KEY] = deps
+    app[BODY_TIMEOUT_KEY] = settings.body_timeout_seconds
+    app[GUARD_KEY] = ConnectionGuard(settings.max_connections)
     app[THROTTLE_KEY] = FailedAuthThrottle(
         settings.max_auth_failures, settings.auth_failure_window_seconds
     )
@@ -91,13 +105,24 @@ class RedactingAccessLogger(AbstractAccessLogger):
 async def start_http(deps: HttpDeps) -> web.AppRunner:
     """Build and start the app on [http] host:port; `await runner.cleanup()` stops it."""
     settings = deps.settings.http
+    app = build_http_app(deps)
     runner = web.AppRunner(
-        build_http_app(deps),
+        app,
         access_log_class=RedactingAccessLogger,
         access_log=logging.getLogger("pbxcrm.http.access"),
+        # aiohttp closes a connection still waiting for a whole request when this fires; it
+        # runs from the connection's start and from each answer: the header timeout.
+        keepalive_timeout=settings.header_timeout_seconds,
     )
+    restore = install_accept_error_log(asyncio.get_running_loop())
+
+    async def put_back_exception_handler(_app: web.Application) -> None:
+        restore()
+
+    app.on_cleanup.append(put_back_exception_handler)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    warn_if_few_descriptors(settings.max_connections)
+    site = GuardedSite(runner, settings.host, settings.port)
     await site.start()
     log.info("HTTP port listening on %s:%s", settings.host, bound_port(runner))
     return runner

@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from ari_app.http.auth import IP_KEY, THROTTLE_KEY, AuthRefused, authorize, refusal
+from ari_app.http.connections import RequestBodyTimeout
 from ari_app.http.deps import DEPS_KEY
 from ari_app.http.errors import json_error
 from ari_app.http.routing import family_of
@@ -46,6 +47,8 @@ async def security_middleware(
                     )
                     return refusal(exc, list(settings.routes[family].methods), family)
         return await handler(request)
+    except RequestBodyTimeout:
+        raise  # answered 408 by body_deadline_middleware, outside this one
     except web.HTTPRequestEntityTooLarge:
         return json_error(413, "request body too large")
     except web.HTTPException as exc:
