@@ -247,12 +247,14 @@ def check_destination(number: str, rules: FraudRules) -> CheckedNumber:
         raise OriginateRejected("number", "not a phone number") from None
     if not phonenumbers.is_valid_number(parsed):
         raise OriginateRejected("number", "not a valid phone number")
-    if parsed.country_code not in rules.allowed_country_codes:
+    # The region, not the calling code: +7 7xx is Kazakhstan, +7 9xx Russia.
+    region = phonenumbers.region_code_for_number(parsed) or "ZZ"
+    if region not in rules.allowed_regions:
         raise OriginateRejected(
-            "number", f"destination country +{parsed.country_code} is not allowed", status=403
+            "number", f"destination country {region} is not allowed", status=403
         )
     kind = phonenumbers.number_type(parsed)
-    for name in rules.blocked_number_types:
+    for name in rules.blocked_types_in(region):
         if kind == getattr(phonenumbers.PhoneNumberType, name):
             raise OriginateRejected(
                 "number", f"{name.lower().replace('_', ' ')} numbers are blocked", status=403

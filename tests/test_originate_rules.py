@@ -36,7 +36,10 @@ def test_dial_format_and_prefix_come_from_config():
     ("number", "status", "message"),
     [
         ("+78091234567", 403, "premium rate numbers are blocked"),
-        ("+493012345678", 403, "destination country +49 is not allowed"),
+        ("+493012345678", 403, "destination country DE is not allowed"),
+        # Same calling code as Russia, another country.
+        ("+77012345678", 403, "destination country KZ is not allowed"),
+        ("87012345678", 403, "destination country KZ is not allowed"),
         ("12", 422, "not a valid phone number"),
         ("9161234567; DROP TABLE calls", 422, "not a phone number"),
         ("", 422, "not a phone number"),
@@ -49,6 +52,32 @@ def test_a_dangerous_or_broken_destination_is_refused(number, status, message):
     assert caught.value.field == "number"
     assert caught.value.status == status
     assert caught.value.message == message
+
+
+def test_allowed_regions_and_number_types_are_decided_per_region():
+    rules = FraudRules(
+        allowed_regions=["RU", "KZ", "DE"],
+        blocked_number_types_by_region={"KZ": []},
+    )
+    assert check_destination("+77012345678", rules).e164 == "+77012345678"
+    assert check_destination("+493012345678", rules).e164 == "+493012345678"
+    with pytest.raises(OriginateRejected, match="premium"):
+        check_destination("+78091234567", rules)  # RU keeps the default list
+    german_premium = "+499001234567"
+    with pytest.raises(OriginateRejected, match="premium"):
+        check_destination(german_premium, rules)
+    only_shared_cost = FraudRules(
+        allowed_regions=["DE"], blocked_number_types_by_region={"DE": ["SHARED_COST"]}
+    )
+    assert check_destination(german_premium, only_shared_cost).e164 == german_premium
+
+
+def test_the_old_calling_code_key_is_refused_with_what_to_write_instead():
+    with pytest.raises(ValueError) as caught:
+        FraudRules.model_validate({"allowed_country_codes": [7]})
+    message = str(caught.value)
+    assert "allowed_regions" in message
+    assert "+7 is RU, KZ" in message
 
 
 def test_blocked_prefixes_refuse_a_range_phonenumbers_calls_ordinary():
@@ -208,3 +237,16 @@ async def test_the_rate_limit_counts_per_client():
     await svc.submit("101", "89161234567", client="other", per_minute=2)
     assert len(backend.actions) == 3
     await svc.close()
+
+
+def test_check_config_names_the_file_and_section_of_the_old_key(tmp_path):
+    from ari_app.settings import ConfigError, load_settings
+
+    config = tmp_path / "pbxcrm.toml"
+    config.write_text("[http.originate.fraud]\ndefault_region = \"RU\"\n"
+                      "allowed_country_codes = [7]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    text = str(caught.value)
+    assert text.startswith(f"{config}:1: http.originate.fraud:")
+    assert "allowed_regions" in text and "+7 is RU, KZ" in text

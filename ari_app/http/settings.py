@@ -96,7 +96,11 @@ def _default_routes() -> dict[RouteFamily, RouteAuth]:
 
 
 class FraudRules(BaseModel):
-    """What a click-to-call may dial. Defaults are strict: one country, no premium ranges."""
+    """What a click-to-call may dial. Defaults are strict: one country, no premium ranges.
+
+    Countries are regions (ISO codes as phonenumbers names them), not calling codes: +7 is
+    Russia and Kazakhstan, +1 is some twenty countries.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -104,11 +108,14 @@ class FraudRules(BaseModel):
     agent_pattern: str = ""
     # Numbers without a country code are read as numbers of this region (phonenumbers code).
     default_region: str = "RU"
-    allowed_country_codes: list[int] = Field(default_factory=lambda: [7])
-    # phonenumbers number types refused whatever the country.
+    # The regions a click-to-call may reach (phonenumbers' region of the dialled number).
+    allowed_regions: list[str] = Field(default_factory=lambda: ["RU"])
+    # phonenumbers number types refused in every region ...
     blocked_number_types: list[str] = Field(
         default_factory=lambda: ["PREMIUM_RATE", "SHARED_COST", "UAN", "VOIP", "PAGER"]
     )
+    # ... unless the region has its own list here (e.g. { DE = ["PREMIUM_RATE"] }).
+    blocked_number_types_by_region: dict[str, list[str]] = Field(default_factory=dict)
     # E.164 prefixes refused (e.g. "+7809" for ranges the operator bills as premium).
     blocked_prefixes: list[str] = Field(default_factory=list)
     # How the number is handed to the dialplan, before `dial_prefix` is prepended.
@@ -127,20 +134,59 @@ class FraudRules(BaseModel):
                 raise ValueError(f"not a valid regular expression: {exc}") from None
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_country_codes(cls, data: object) -> object:
+        # Calling codes cannot be turned into regions safely (+7 is two countries): say what
+        # to write instead of guessing.
+        if isinstance(data, dict) and "allowed_country_codes" in data:
+            codes = data["allowed_country_codes"]
+            hints = []
+            for code in codes if isinstance(codes, list) else []:
+                regions = phonenumbers.region_codes_for_country_code(int(code))
+                hints.append(f"+{code} is {', '.join(regions) or 'no region'}")
+            raise ValueError(
+                "allowed_country_codes is replaced by allowed_regions, a list of region codes "
+                f"(e.g. allowed_regions = [\"RU\"]){': ' + '; '.join(hints) if hints else ''}"
+                " - list only the countries you mean"
+            )
+        return data
+
     @field_validator("default_region")
     @classmethod
     def _known_region(cls, value: str) -> str:
-        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
-            raise ValueError(f"unknown region code {value!r} (use ISO codes like RU, IL, DE)")
-        return value.upper()
+        return _region(value)
+
+    @field_validator("allowed_regions")
+    @classmethod
+    def _known_regions(cls, value: list[str]) -> list[str]:
+        return [_region(region) for region in value]
 
     @field_validator("blocked_number_types")
     @classmethod
     def _known_types(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if not hasattr(phonenumbers.PhoneNumberType, name.upper()):
-                raise ValueError(f"unknown phonenumbers number type {name!r}")
-        return [name.upper() for name in value]
+        return _number_types(value)
+
+    @field_validator("blocked_number_types_by_region")
+    @classmethod
+    def _known_region_types(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {_region(region): _number_types(types) for region, types in value.items()}
+
+    def blocked_types_in(self, region: str) -> list[str]:
+        return self.blocked_number_types_by_region.get(region, self.blocked_number_types)
+
+
+def _region(value: str) -> str:
+    if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"unknown region code {value!r} (use ISO codes like RU, IL, DE)")
+    return value.upper()
+
+
+def _number_types(value: list[str]) -> list[str]:
+    for name in value:
+        if not hasattr(phonenumbers.PhoneNumberType, name.upper()):
+            raise ValueError(f"unknown phonenumbers number type {name!r}")
+    return [name.upper() for name in value]
 
 
 class OriginateSettings(BaseModel):
