@@ -248,5 +248,5 @@ def test_check_config_names_the_file_and_section_of_the_old_key(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_settings(config)
     text = str(caught.value)
-    assert text.startswith(f"{config}:1: http.originate.fraud:")
+    assert text.startswith(f"{config}:3: http.originate.fraud.allowed_country_codes:")
     assert "allowed_regions" in text and "+7 is RU, KZ" in text

@@ -116,6 +116,8 @@ class FraudRules(BaseModel):
     )
     # ... unless the region has its own list here (e.g. { DE = ["PREMIUM_RATE"] }).
     blocked_number_types_by_region: dict[str, list[str]] = Field(default_factory=dict)
+    # The old calling-code rule: accepted by name only to tell the admin what to write.
+    allowed_country_codes: list[int] | None = Field(default=None, exclude=True)
     # E.164 prefixes refused (e.g. "+7809" for ranges the operator bills as premium).
     blocked_prefixes: list[str] = Field(default_factory=list)
     # How the number is handed to the dialplan, before `dial_prefix` is prepended.
@@ -134,23 +136,21 @@ class FraudRules(BaseModel):
                 raise ValueError(f"not a valid regular expression: {exc}") from None
         return value
 
-    @model_validator(mode="before")
+    @field_validator("allowed_country_codes")
     @classmethod
-    def _old_country_codes(cls, data: object) -> object:
+    def _old_country_codes(cls, codes: list[int] | None) -> None:
         # Calling codes cannot be turned into regions safely (+7 is two countries): say what
         # to write instead of guessing.
-        if isinstance(data, dict) and "allowed_country_codes" in data:
-            codes = data["allowed_country_codes"]
-            hints = []
-            for code in codes if isinstance(codes, list) else []:
-                regions = phonenumbers.region_codes_for_country_code(int(code))
-                hints.append(f"+{code} is {', '.join(regions) or 'no region'}")
-            raise ValueError(
-                "allowed_country_codes is replaced by allowed_regions, a list of region codes "
-                f"(e.g. allowed_regions = [\"RU\"]){': ' + '; '.join(hints) if hints else ''}"
-                " - list only the countries you mean"
-            )
-        return data
+        if codes is None:
+            return None
+        hints = "; ".join(
+            f"+{code} is {', '.join(phonenumbers.region_codes_for_country_code(code)) or '-'}"
+            for code in codes
+        )
+        raise ValueError(
+            "replaced by allowed_regions, a list of region codes (e.g. allowed_regions = "
+            f"[\"RU\"]): {hints} - list only the countries you mean"
+        )
 
     @field_validator("default_region")
     @classmethod
