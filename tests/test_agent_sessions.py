@@ -91,3 +91,59 @@ def test_expired_and_unconfigured_sessions_and_damaged_blobs_are_not_taken_back(
     assert other.load(saved) == 0 and other.get(cookie) is None  # 7181 was removed
     for damaged in ("{", "[1, 2]", '[{"key": "x"}]', "null"):
         assert sessions(now).load(damaged) == 0
+
+
+def _board(now: list[float], **agent: object) -> AgentSessions:
+    settings = AgentSettings.model_validate({"agents": [{"extension": "7181", **agent}]})
+    return AgentSessions(settings, clock=lambda: now[0])
+
+
+TOKEN = "agent-7181-token-0123456789"
+
+
+def test_a_changed_or_removed_pin_ends_the_sessions_made_with_the_old_one() -> None:
+    now = [1_795_000_000.0]
+    before = _board(now, pin=PIN, token=TOKEN)
+    _, by_pin = before.sign_in("7181", PIN, "10.0.0.1")
+    _, by_token = before.sign_in(None, TOKEN, "10.0.0.1")
+    saved = before.dump()
+    assert PIN not in saved and TOKEN not in saved
+
+    # Restarted with a new PIN: the PIN session is over, the token session is not.
+    new_pin = _board(now, pin="770011", token=TOKEN)
+    new_pin.load(saved)
+    assert new_pin.get(by_pin) is None
+    assert new_pin.get(by_token) is not None
+    # Restarted with the PIN removed (token only): the same.
+    no_pin = _board(now, token=TOKEN)
+    no_pin.load(saved)
+    assert no_pin.get(by_pin) is None and no_pin.get(by_token) is not None
+    # Restarted with a new token: the token session is over.
+    new_token = _board(now, pin=PIN, token="agent-7181-token-rotated-000")
+    new_token.load(saved)
+    assert new_token.get(by_token) is None and new_token.get(by_pin) is not None
+    # Unchanged secrets: both survive the restart.
+    same = _board(now, pin=PIN, token=TOKEN)
+    same.load(saved)
+    assert same.get(by_pin) is not None and same.get(by_token) is not None
+
+
+def test_a_secret_changed_while_running_ends_the_session_at_its_next_request() -> None:
+    now = [1_795_000_000.0]
+    board = _board(now, pin=PIN)
+    _, cookie = board.sign_in("7181", PIN, "10.0.0.1")
+    assert board.get(cookie) is not None
+    board.settings = AgentSettings.model_validate(
+        {"agents": [{"extension": "7181", "pin": "770011"}]}
+    )
+    assert board.get(cookie) is None
+    assert board.active == 0
+
+
+def test_sessions_saved_without_a_proof_of_their_secret_are_not_taken_back() -> None:
+    now = [1_795_000_000.0]
+    old_blob = (
+        '[{"key": "' + "a" * 64 + '", "extension": "7181", "name": "", "expires": '
+        + str(now[0] + 3600) + "}]"
+    )
+    assert _board(now, pin=PIN).load(old_blob) == 0

@@ -3,6 +3,9 @@
 Sessions are kept by the SHA-256 of their cookie, never the cookie itself, and saved to the
 store (`dump`/`load`, see agent_port) so that restarting pbxcrm does not sign agents out; a
 copy of the database therefore holds no usable session.
+Each session also keeps a proof of the secret it was made with: an HMAC of that PIN or token
+keyed with the session's own cookie, so a changed or removed secret ends it (in memory and
+after a restart) while the database, which never holds the cookie, gives no way to test PINs.
 Wrong secrets count per extension and per address; past `max_failures` sign-in is refused for
 `lockout_seconds`, so a short PIN cannot be guessed by trying them all. That bookkeeping is
 bounded: an attacker inventing extensions and addresses must not grow it without end.
@@ -37,12 +40,19 @@ def session_key(cookie: str) -> str:
     return hashlib.sha256(cookie.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+def secret_proof(cookie: str, kind: str, secret: str) -> str:
+    message = f"{kind}\0{secret}".encode("utf-8", "surrogateescape")
+    return hmac.new(cookie.encode("utf-8", "surrogateescape"), message, hashlib.sha256).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class AgentSession:
     key: str  # session_key(cookie)
     extension: str
     name: str
     expires: float  # wall clock: it must mean the same after a restart
+    secret_kind: str = ""  # "pin" or "token": which secret signed the agent in
+    proof: str = ""  # secret_proof(cookie, secret_kind, secret); "" is never valid
 
 
 class SignInRefused(Exception):
@@ -78,7 +88,7 @@ class AgentSessions:
         self._sweep_failures()
         if any(self._locked(key) for key in keys):
             raise SignInRefused(429, "too many failed sign-ins; locked out for a while")
-        agent = self._match(extension, secret)
+        agent, kind = self._match(extension, secret)
         if agent is None:
             for key in keys:
                 times = self._failures.setdefault(key, [])
@@ -94,24 +104,39 @@ class AgentSessions:
             extension=agent.extension,
             name=agent.name,
             expires=self._clock() + self.settings.session_hours * 3600.0,
+            secret_kind=kind,
+            proof=secret_proof(cookie, kind, secret),
         )
         self._sessions[session.key] = session
         self._changed()
         return session, cookie
 
-    def _match(self, extension: str | None, secret: str) -> AgentLogin | None:
+    def _match(self, extension: str | None, secret: str) -> tuple[AgentLogin | None, str]:
         matched: AgentLogin | None = None
+        kind = ""
         # Every configured secret is compared, match or not: timing says nothing about which.
         for agent in self.settings.agents:
-            ok = False
+            token_ok = pin_ok = False
             if agent.token is not None:
-                ok = _same(secret, agent.token.get_secret_value())
+                token_ok = _same(secret, agent.token.get_secret_value())
             if extension and agent.pin is not None:
                 pin_ok = _same(secret, agent.pin.get_secret_value())
-                ok = ok or pin_ok
+            ok = token_ok or pin_ok
             if ok and matched is None and (extension is None or agent.extension == extension):
                 matched = agent
-        return matched
+                kind = "token" if token_ok else "pin"
+        return matched, kind
+
+    def _still_valid(self, session: AgentSession, cookie: str) -> bool:
+        """The secret the session was made with is still the agent's (not changed, not gone)."""
+        agent = self.settings.login_for(session.extension)
+        if agent is None or not session.proof:
+            return False
+        secret = agent.pin if session.secret_kind == "pin" else agent.token
+        if session.secret_kind not in ("pin", "token") or secret is None:
+            return False
+        proof = secret_proof(cookie, session.secret_kind, secret.get_secret_value())
+        return hmac.compare_digest(proof, session.proof)
 
     def _sweep_failures(self) -> None:
         """Forget keys whose failures are all older than the lockout window (at most once
@@ -145,8 +170,9 @@ class AgentSessions:
         session = self._sessions.get(key)
         if session is None:
             return None
-        if session.expires <= self._clock() or self.settings.login_for(session.extension) is None:
-            self._sessions.pop(key, None)
+        if session.expires <= self._clock() or not self._still_valid(session, cookie):
+            if self._sessions.pop(key, None) is not None:
+                self._changed()
             return None
         return session
 
@@ -173,7 +199,12 @@ class AgentSessions:
             return 0
         now = self._clock()
         for session in sessions:
-            if session.expires > now and self.settings.login_for(session.extension) is not None:
+            # Without its proof (saved by an older pbxcrm) a session cannot be checked: dropped.
+            if (
+                session.expires > now
+                and session.proof
+                and self.settings.login_for(session.extension) is not None
+            ):
                 self._sessions[session.key] = session
         return len(self._sessions)
 
