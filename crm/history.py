@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -111,8 +112,11 @@ def decode_cursor(cursor: str) -> tuple[float, str, str]:
         epoch, pbx_id, call_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
         if not isinstance(pbx_id, str) or not isinstance(call_id, str):
             raise TypeError
-        return float(epoch), pbx_id, call_id
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        moment = float(epoch)
+        if not math.isfinite(moment):
+            raise ValueError
+        return moment, pbx_id, call_id
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError):
         raise HistoryError("cursor", "not a cursor this server issued") from None
 
 

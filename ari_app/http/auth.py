@@ -27,6 +27,7 @@ from aiohttp import web
 
 from ari_app.http.auth_throttle import FailedAuthThrottle
 from ari_app.http.errors import json_error
+from ari_app.http.parsing import UNREADABLE_FORM
 from ari_app.http.settings import HttpClient, HttpSettings, Network, RouteFamily
 from ari_app.recording_links import RecordingLinkSigner
 
@@ -129,7 +130,7 @@ async def presented_credentials(request: web.Request, methods: list[str]) -> lis
         ):
             try:
                 form = await request.post()
-            except (ValueError, UnicodeDecodeError):
+            except UNREADABLE_FORM:
                 form = None  # an unreadable form presents no credentials; the handler says 400
             if form is not None:
                 fields.update({k: v for k, v in form.items() if isinstance(v, str)})

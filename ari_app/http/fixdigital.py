@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ari_app.http.errors import validation_error
 from ari_app.http.originate_routes import start_originate
+from ari_app.http.parsing import UNREADABLE_FORM
 from ari_app.http.routing import RouteSpec
 
 
@@ -32,7 +33,10 @@ def _answer(status: int, success: bool, error: str | None = None, **extra: objec
 async def makecall(request: web.Request) -> web.Response:
     fields: dict[str, str] = dict(request.query)
     if request.method == "POST":
-        form = await request.post()
+        try:
+            form = await request.post()
+        except UNREADABLE_FORM:
+            return _answer(400, False, "form body cannot be read")
         fields.update({k: v for k, v in form.items() if isinstance(v, str)})
     try:
         call = FixDigitalCall.model_validate(fields)

@@ -13,6 +13,11 @@ from ari_app.http.errors import json_error, validation_error
 M = TypeVar("M", bound=BaseModel)
 
 
+# What reading a form body raises on bytes a client made up: a multipart body without (or
+# past) its boundary, bytes not in the declared charset, a charset Python does not know.
+UNREADABLE_FORM = (ValueError, UnicodeDecodeError, LookupError)
+
+
 class BadRequest(Exception):
     def __init__(self, response: web.Response) -> None:
         super().__init__(response.text)
@@ -35,7 +40,7 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         try:
             form = await request.post()
-        except (ValueError, UnicodeDecodeError) as exc:  # a broken multipart or charset
+        except UNREADABLE_FORM as exc:  # a broken multipart, a bad or unknown charset
             raise BadRequest(json_error(400, f"form body cannot be read: {exc}")) from None
         data: object = {k: v for k, v in form.items() if isinstance(v, str)}
     else:
@@ -49,6 +54,8 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
             raise BadRequest(
                 json_error(400, f"body is not valid JSON (line {exc.lineno})")
             ) from None
+        except RecursionError:
+            raise BadRequest(json_error(400, "body is nested too deeply")) from None
         if not isinstance(data, dict):
             raise BadRequest(json_error(400, "body must be a JSON object"))
     try:

@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from ari_app.http.deps import DEPS_KEY
+from ari_app.http.parsing import UNREADABLE_FORM
 from ari_app.http.routing import RouteSpec
 from ari_app.http.threecx_lookup import find_callers
 from ari_app.http.threecx_notes import save_note
@@ -48,7 +49,7 @@ async def request_fields(request: web.Request) -> dict[str, str]:
         if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             try:
                 form = await request.post()
-            except (ValueError, UnicodeDecodeError):  # a broken multipart or charset
+            except UNREADABLE_FORM:
                 raise BadFields(400, "form body cannot be read") from None
             raw += [(k, v) for k, v in form.items() if isinstance(v, str)]
         elif request.content_type == "application/json" or request.content_type.endswith("+json"):
@@ -59,7 +60,7 @@ async def request_fields(request: web.Request) -> dict[str, str]:
             if text.strip():
                 try:
                     body = json.loads(text)
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, RecursionError):  # broken, or nested too deeply
                     raise BadFields(400, "body is not valid JSON") from None
                 if not isinstance(body, dict):
                     raise BadFields(400, "body must be a JSON object")
