@@ -155,3 +155,17 @@ async def test_time_window_limits_the_calls(filled):
             server.url("/api/v1/calls?from=2026-11-01&to=2026-12-01"), headers=bearer()
         ) as resp:
             assert len((await resp.json())["calls"]) == len(SCENARIOS)
+
+
+@pytest.mark.parametrize(
+    "cell",
+    ["=1+1", "+79031234567", "-2+3", "@SUM(A1)", "\t=1+1", "\r=1+1", "\n=1+1", "\tplain",
+     "  =HYPERLINK(\"http://evil.example\")", "\u00a0=1+1", "\uff1d1+1", "\uff0b1", "\uff20x"],
+)
+def test_every_cell_a_spreadsheet_would_evaluate_is_made_plain_text(cell):
+    from ari_app.http.calls import _csv
+
+    text = _csv([{"number": cell, "extension": "7181"}])
+    (row,) = list(csv.DictReader(io.StringIO(text)))
+    assert row["number"] == "'" + cell
+    assert row["extension"] == "7181"  # ordinary cells are left alone

@@ -54,6 +54,22 @@ class CallsQuery(BaseModel):
         return self
 
 
+# What makes a spreadsheet read a cell as a formula: = + - @ (and their full-width forms, which
+# some locales convert), also after leading blanks, which importers may trim; a cell starting
+# with a tab, CR or LF is treated the same (OWASP's CSV injection list).
+_FORMULA_FIRST = frozenset("=+-@\uff1d\uff0b\uff0d\uff20")
+_CONTROL_FIRST = frozenset("\t\r\n")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A cell a spreadsheet would evaluate gets a leading `'`, which makes it plain text."""
+    if not isinstance(value, str) or not value:
+        return value
+    if value[0] in _CONTROL_FIRST or value.lstrip(" \u00a0\u3000")[:1] in _FORMULA_FIRST:
+        return "'" + value
+    return value
+
+
 def _csv(rows: list[dict[str, object]]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(
@@ -61,13 +77,7 @@ def _csv(rows: list[dict[str, object]]) -> str:
     )
     writer.writeheader()
     for row in rows:
-        # Spreadsheet formula injection: a cell starting with = + - @ is made inert.
-        writer.writerow(
-            {
-                k: ("'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v)
-                for k, v in row.items()
-            }
-        )
+        writer.writerow({k: spreadsheet_safe(v) for k, v in row.items()})
     return buffer.getvalue()
 
 
