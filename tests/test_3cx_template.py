@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.test_3cx_support import (
     DBN_TOKEN,
@@ -84,6 +85,20 @@ async def test_the_lookup_scenario_pops_the_contact_with_name_company_and_url(
                 "EntityType": "Contacts",
             }
         ]
+
+
+@pytest.mark.parametrize(
+    "url", ["javascript:alert(1)", "//evil.example/x", "/\\evil.example", "/contacts/42"]
+)
+async def test_a_contact_link_that_is_not_an_absolute_web_address_is_not_given_to_3cx(
+    tmp_path: Path, url: str
+) -> None:
+    async with running_site(tmp_path) as site:
+        assert site.service.store is not None
+        await site.service.store.upsert_contact("+7 903 123-45-67", name="Ivan Petrov", url=url)
+        run = await runner(site).lookup("+79031234567")
+        assert run.matched
+        assert run.outputs[0]["ContactUrl"] == ""
 
 
 async def test_the_lookup_scenario_finds_nobody_for_an_unknown_number(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from yarl import URL
 
@@ -41,13 +42,16 @@ CHANGE = {"X-Pbxcrm-Agent": "1"}
 class JavascriptLinkLookup:
     """A CRM whose record links to `javascript:` (it must never become a clickable link)."""
 
+    def __init__(self, url: str = "javascript:alert(1)") -> None:
+        self.url = url
+
     async def lookup(self, request: LookupRequest) -> LookupResult:
         return LookupResult(
             status=LookupStatus.FOUND,
             source="evil-crm",
             contact_name="<img src=x onerror=alert(1)>",
             company="ACME",
-            contact_url="javascript:alert(1)",
+            contact_url=self.url,
         )
 
 
@@ -312,8 +316,14 @@ async def test_click_to_call_rings_the_signed_in_agents_own_extension(tmp_path: 
         assert len(pop.backend.actions) == 1
 
 
-async def test_a_crm_link_that_is_not_a_web_address_is_dropped(tmp_path: Path) -> None:
-    async with screen_pop(tmp_path, lookup=JavascriptLinkLookup()) as pop, browser() as anna:
+@pytest.mark.parametrize(
+    "url",
+    ["javascript:alert(1)", " JavaScript:alert(1)", "//evil.example/x", "/\\evil.example",
+     "/\t/evil.example", "https:evil.example", "data:text/html,x", "https://evil.example\\@x"],
+)
+async def test_a_crm_link_that_is_not_a_web_address_is_dropped(tmp_path: Path, url: str) -> None:
+    lookup = JavascriptLinkLookup(url)
+    async with screen_pop(tmp_path, lookup=lookup) as pop, browser() as anna:
         await sign_in(anna, pop, "7181", PIN)
         async with anna.get(pop.url("/agent/api/stream")) as stream:
             await next_event(stream)

@@ -18,6 +18,7 @@ import phonenumbers
 from ari_app.agent_board import AgentBoard, Card
 from ari_app.http.agent_settings import AgentSettings
 from ari_app.http.deps import HttpDeps
+from ari_app.http.safe_links import safe_web_link
 from crm.history import HistoryError, HistoryQuery, query_calls
 from crm.lookup.base import LookupRequest, LookupResult, LookupStatus
 from crm.numbers import digits_only, format_number, normalize, number_variants
@@ -60,10 +61,9 @@ def display_number(number: str | None, region: str) -> str:
 
 
 def safe_url(url: object) -> str | None:
-    # A CRM's record may hold anything; only web links become clickable (no javascript:).
-    if isinstance(url, str) and url.strip().lower().startswith(("https://", "http://", "/")):
-        return url.strip()
-    return None
+    # A CRM's record may hold anything; only web links become clickable (no javascript:,
+    # nothing that leads to another site while looking like a path).
+    return safe_web_link(url)
 
 
 def _iso(moment: datetime | None) -> str | None:

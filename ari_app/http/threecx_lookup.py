@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ari_app.http.deps import HttpDeps
+from ari_app.http.safe_links import safe_web_link
 from crm.lookup.base import LookupRequest, LookupResult, LookupStatus
 from crm.numbers import digits_only, number_variants
 
@@ -34,7 +35,8 @@ class Caller:
             "company": self.company or "",
             "email": self.email or "",
             "phone": self.number,
-            "url": self.url or "",
+            # 3CX shows it as a link in its client: only an absolute web address.
+            "url": safe_web_link(self.url, allow_path=False) or "",
             "ownerExtension": self.owner_extension or "",
             "source": self.source,
         }

@@ -148,7 +148,10 @@ function updateCard(view, card) {
   root.querySelector(".caller-name").dataset.status = caller.status || "";
   setText(root, ".company", caller.company);
   const link = root.querySelector(".crm-link");
-  if (caller.url && /^(https?:\/\/|\/)/i.test(caller.url)) {
+  // The server filters too (ari_app/http/safe_links.py); same rule: http(s) with a host or a
+  // path here, never `//host`, `/\host`, whitespace or control characters.
+  if (caller.url && /^(https?:\/\/[^\/\\]|\/(?![\/\\]))/i.test(caller.url)
+      && !/[\\\s\x00-\x1f\x7f]/.test(caller.url)) {
     link.href = caller.url;
     link.hidden = false;
   } else {
