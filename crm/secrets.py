@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -67,4 +69,61 @@ def _redact(text: str) -> str:
     for secret in _known_secrets:
         if secret in text:
             text = text.replace(secret, "***")
+    # A secret may also arrive encoded: percent-encoded in a request line, base64 inside a
+    # Basic header.
+    percent, base64_forms = _encoded_patterns()
+    if "%" in text or "+" in text:
+        for pattern in percent:
+            text = pattern.sub("***", text)
+    if base64_forms is not None:
+        text = base64_forms.sub("***", text)
     return text
+
+
+_Patterns = tuple[list[re.Pattern[str]], re.Pattern[str] | None]
+_encoded_cache: tuple[frozenset[str], _Patterns] = (frozenset(), ([], None))
+
+
+def _encoded_patterns() -> _Patterns:
+    global _encoded_cache
+    secrets = frozenset(_known_secrets)
+    if secrets != _encoded_cache[0]:
+        percent = [_percent_pattern(secret) for secret in secrets]
+        inner = sorted({form for secret in secrets for form in _base64_inner(secret)}, key=len)
+        base64_forms = (
+            re.compile("|".join(re.escape(form) for form in reversed(inner))) if inner else None
+        )
+        _encoded_cache = (secrets, (percent, base64_forms))
+    return _encoded_cache[1]
+
+
+def _percent_pattern(secret: str) -> re.Pattern[str]:
+    """The secret with any of its characters percent-encoded (either hex case), `+` for space."""
+    parts = []
+    for char in secret:
+        encoded = "".join(
+            "%" + "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{byte:02x}")
+            for byte in char.encode("utf-8")
+        )
+        options = [re.escape(char), encoded]
+        if char == " ":
+            options.append(r"\+")
+        parts.append("(?:" + "|".join(options) + ")")
+    return re.compile("".join(parts))
+
+
+def _base64_inner(secret: str) -> list[str]:
+    """The part of base64(anything + secret + anything) that depends on the secret alone, for
+    each of the three alignments, in the standard and the URL-safe alphabet: what shows in
+    `Authorization: Basic base64(user:password)` whatever the user name is."""
+    raw = secret.encode("utf-8")
+    forms = []
+    for shift in range(3):
+        skip = (3 - shift) % 3  # secret bytes that share a group with what comes before
+        body = raw[skip:]
+        whole = len(body) - len(body) % 3
+        if whole < 6:
+            continue  # too short to tell from chance
+        encoded = base64.b64encode(body[:whole]).decode("ascii")
+        forms += [encoded, encoded.replace("+", "-").replace("/", "_")]
+    return forms
