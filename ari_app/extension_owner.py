@@ -16,7 +16,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-_RANGE_RE = re.compile(r"^(\d{1,15})-(\d{1,15})$")
+# ASCII: \d and isdigit() also take Arabic-Indic or mathematical digits, which int() reads.
+_RANGE_RE = re.compile(r"^(\d{1,15})-(\d{1,15})$", re.ASCII)
 _EXACT_RE = re.compile(r"^[A-Za-z0-9_.+*#]{1,32}$")
 
 
@@ -33,7 +34,7 @@ class ExtensionRange:
             return extension == self.text
         # Leading zeros matter to a dialplan: "0100-0199" covers "0150", not "150".
         low_text = self.text.partition("-")[0]
-        if not extension.isdigit() or len(extension) < len(low_text):
+        if not (extension.isascii() and extension.isdigit()) or len(extension) < len(low_text):
             return False
         return self.low <= int(extension) <= self.high
 

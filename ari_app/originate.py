@@ -313,7 +313,8 @@ class OriginateService:
         self._owners = owners
         self.settings = settings
         self.backend = backend
-        self._agent_re = re.compile(settings.fraud.agent_pattern or agent_pattern)
+        # ASCII: `\d` must not take Arabic-Indic or mathematical digits into a channel name.
+        self._agent_re = re.compile(settings.fraud.agent_pattern or agent_pattern, re.ASCII)
         self._log = log_store or MemoryOriginateLog()
         self._action_timeout = action_timeout
         self._records: dict[str, OriginateRecord] = {}
@@ -334,7 +335,7 @@ class OriginateService:
 
     def check(self, agent_extension: str, number: str) -> tuple[str, CheckedNumber]:
         extension = agent_extension.strip()
-        if not self._agent_re.fullmatch(extension):
+        if not extension.isascii() or not self._agent_re.fullmatch(extension):
             raise OriginateRejected("extension", "not an agent extension", status=403)
         return extension, check_destination(number, self.settings.fraud)
 

@@ -43,7 +43,9 @@ _MAX_DURATION = timedelta(days=2)
 _EARLIEST = datetime(1971, 1, 1, tzinfo=UTC)
 _NON_KEY = re.compile(r"[^a-z0-9]")
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.:-]")
-_TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d+):(\d{1,2})(?::(\d{1,2}))?(?:\.(\d+))?$")
+_TIMESPAN = re.compile(
+    r"^(?:(\d+)\.)?(\d+):(\d{1,2})(?::(\d{1,2}))?(?:\.(\d+))?$", re.ASCII  # digits 0-9 only
+)
 
 
 class CallType(StrEnum):
@@ -112,6 +114,8 @@ def parse_duration(value: object) -> float:
         seconds = float(value)
     else:
         text = str(value).strip()
+        if not text.isascii():  # float() and int() would read Arabic-Indic digits too
+            raise ValueError("duration must be seconds or hh:mm:ss, e.g. 65 or 00:01:05")
         match = _TIMESPAN.match(text)
         if match:
             days, first, second, third, fraction = match.groups()

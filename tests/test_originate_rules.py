@@ -250,3 +250,39 @@ def test_check_config_names_the_file_and_section_of_the_old_key(tmp_path):
     text = str(caught.value)
     assert text.startswith(f"{config}:3: http.originate.fraud.allowed_country_codes:")
     assert "allowed_regions" in text and "+7 is RU, KZ" in text
+
+
+# Arabic-Indic, Extended Arabic-Indic, mathematical bold and full-width forms of 101 / 7500.
+NON_ASCII_DIGITS = ["\u0661\u0660\u0661", "\u06f1\u06f0\u06f1", "\U0001d7cf\U0001d7ce\U0001d7cf",
+                    "\uff11\uff10\uff11"]
+
+
+@pytest.mark.parametrize("extension", NON_ASCII_DIGITS)
+async def test_an_extension_in_non_ascii_digits_is_refused_before_the_pbx(extension):
+    backend = RecordedAmiBackend("click_to_call_originate")
+    with pytest.raises(OriginateRejected) as caught:
+        await service(backend).submit(extension, "89161234567", client="crm")
+    assert caught.value.field == "extension"
+    assert backend.actions == []
+
+
+@pytest.mark.parametrize("number", ["\u0668\u0669\u0661\u0666\u0661\u0662\u0663\u0664\u0665"
+                                    "\u0666\u0667", "+\U0001d7d5\U0001d7d7\U0001d7d6"])
+def test_a_number_in_non_ascii_digits_is_not_a_phone_number(number):
+    with pytest.raises(OriginateRejected, match="not a phone number"):
+        check_destination(number, FraudRules())
+
+
+def test_extension_ranges_and_3cx_durations_take_ascii_digits_only():
+    from ari_app.extension_owner import parse_extension_range
+    from ari_app.threecx_journal import parse_duration
+
+    assert parse_extension_range("100-199").matches("101")
+    for extension in NON_ASCII_DIGITS:
+        assert not parse_extension_range("100-199").matches(extension)
+    with pytest.raises(ValueError):
+        parse_extension_range("\u0661\u0660\u0660-\u0661\u0669\u0669")
+    assert parse_duration("00:01:05") == 65
+    for duration in ("\u0660\u0660:\u0660\u0661:\u0660\u0665", "\u0666\u0665"):
+        with pytest.raises(ValueError):
+            parse_duration(duration)
