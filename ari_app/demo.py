@@ -200,6 +200,8 @@ def demo_settings(store_dir: Path, sink_port: int, *, http_port: int = 0) -> Set
             "pbx": {"id": "demo", "ami": {"username": DEMO_USER, "password": DEMO_SECRET}},
             "calls": {
                 "recording_url_template": "http://127.0.0.1:8080/{signature}/recording/{file}",
+                # The recorded calls are from 2026-11: links counted from then stay open.
+                "recording_link_days": 3650,
                 "recording_dir": str(resources.files("ari_app") / "demo_data" / "recordings"),
             },
             "store": {"path": str(store_dir / "pbxcrm.sqlite3")},
