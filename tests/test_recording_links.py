@@ -18,10 +18,11 @@ from ari_app.ami_events import PbxClock, frame_to_event
 from ari_app.call_rules import CallRules
 from ari_app.fake_pbx import FakePbx
 from ari_app.http.deps import HttpDeps
-from ari_app.recording_links import LINK_KEY_KV, RecordingLinkSigner
+from ari_app.recording_links import LINK_KEY_KV, RecordingLinkSigner, load_or_create_key
 from ari_app.service import Service
 from ari_app.settings import Settings
 from ari_app.tracker import CallTracker
+from crm.store import Store
 from tests.recordings import ami_path, recorded_frames
 from tests.test_e2e_ami_to_crm import WebhookCrm, make_settings, wait_for
 from tests.test_http_support import (
@@ -110,8 +111,9 @@ async def test_the_link_a_crm_receives_opens_its_recording_and_nothing_else(tmp_
     service = Service(_service_settings(tmp_path, pbx.port, crm.url, folder))
     try:
         await service.start()
-        await wait_for(lambda: any(e["kind"] == "completed" for e in crm.events()))
-        url = crm.events()[-1]["call"]["recording_url"]
+        await wait_for(lambda: any(e["kind"] == "completed" for e in crm.events()), timeout=60)
+        (completed,) = [e for e in crm.events() if e["kind"] == "completed"]
+        url = completed["call"]["recording_url"]
         assert url.startswith("https://pbx.example/") and url.endswith("/recording/" + RECORDING)
         slot = url.split("/")[3]
         for token in (CRM_TOKEN, CREATIO_TOKEN):
@@ -135,19 +137,15 @@ async def test_the_link_a_crm_receives_opens_its_recording_and_nothing_else(tmp_
     finally:
         await service.stop()
         await pbx.stop()
-    # The key is pbxcrm's own, made once and kept: a restart signs with the same one.
-    pbx = FakePbx(ami_path("inbound_answered_recorded"))
-    await pbx.start()
-    again = Service(_service_settings(tmp_path, pbx.port, crm.url, folder))
-    try:
-        await again.start()
-        assert again.pipeline is not None
-        links = again.pipeline.tracker.rules.recording_links
-        assert links is not None and key_hex and links.key == bytes.fromhex(key_hex)
-    finally:
-        await again.stop()
-        await pbx.stop()
         await crm.stop()
+    # The key is pbxcrm's own, made once and kept in the store: what the next start loads.
+    store = await Store.open(service.settings.store)
+    try:
+        assert key_hex and len(bytes.fromhex(key_hex)) == 32
+        assert await load_or_create_key(store) == bytes.fromhex(key_hex)
+        assert await store.get_kv(LINK_KEY_KV) == key_hex
+    finally:
+        await store.close()
 
 
 async def test_a_token_that_can_dial_never_opens_a_recording_from_a_url(tmp_path: Path):
