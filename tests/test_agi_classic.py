@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from asterisk.agi import AGI
 
-from agi.classic import Pyst2Agi
+from agi.pyst2_driver import Pyst2Agi
 from agi.protocol import AgiHangup
 from tests.fakes.agi_asterisk import Conversation, converse, load_recording, with_env
 
