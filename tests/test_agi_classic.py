@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from asterisk.agi import AGI
 
-from agi.pyst2_driver import Pyst2Agi
 from agi.protocol import AgiHangup
+from agi.pyst2_driver import Pyst2Agi
 from tests.fakes.agi_asterisk import Conversation, converse, load_recording, with_env
 
 OK = b"200 result=1\n"
@@ -42,11 +42,19 @@ def write_config(tmp_path: Path, body: str) -> Path:
     return path
 
 
-CONTACTS = """
+# These tests are about the in-process driver: no session may go to a daemon that happens to
+# listen on the default FastAGI port (tests/test_agi_classic_relay.py covers that path).
+IN_PROCESS = "[agi]\nclassic_via_daemon = false\n"
+
+
+CONTACTS = (
+    IN_PROCESS
+    + """
 [[lookup]]
 type = "local"
 contacts = [{ number = "+79031234567", name = "Ivan Petrov", owner_extension = "7181" }]
 """
+)
 
 
 async def run_agi(
@@ -101,7 +109,7 @@ async def test_classic_caller_check_sends_what_fastagi_sends(tmp_path):
 async def test_classic_survey_spools_the_rating_for_the_daemon(tmp_path):
     rec = load_recording("survey")
     spool = tmp_path / "spool.jsonl"
-    config = write_config(tmp_path, f'[agi]\nsurvey_spool = "{spool}"\n')
+    config = write_config(tmp_path, f'{IN_PROCESS}survey_spool = "{spool}"\n')
     env = classic_env(rec.env, "survey", "+79031234567", "q1", "7070")
     extra = [b"200 result=1 (1795418044.10)\n", b"200 result=0 endpos=9120\n"]
     talk, code, _ = await run_agi(
@@ -122,7 +130,7 @@ async def test_classic_survey_spools_the_rating_for_the_daemon(tmp_path):
 
 async def test_classic_hangup_line_and_511_end_the_survey_quietly(tmp_path):
     rec = load_recording("caller_hangs_up_mid_script")
-    config = write_config(tmp_path, '[agi.survey]\nintro_prompts = ["vm-intro"]\n')
+    config = write_config(tmp_path, IN_PROCESS + '[agi.survey]\nintro_prompts = ["vm-intro"]\n')
     env = classic_env(rec.env, "survey", "+79094445566")
     talk, code, stderr = await run_agi(["survey", "+79094445566"], env, rec.replies, config)
     assert talk.commands == ['STREAM FILE vm-intro ""', "GET DATA beep 5000 1"]
