@@ -159,7 +159,7 @@ async def run_classic(
         except ValueError as exc:
             log.error("pbxcrm-agi %s: %s", script, exc)
             context = ScriptContext(settings, survey_sink=spool_sink(settings.survey_spool))
-        return await run_script(script, channel, context)
+        return await run_script(script, channel, context, counted=False)
 
 
 class _PrereadStdin(io.RawIOBase):
