@@ -101,7 +101,9 @@ class EnvParser:
 
     def result(self) -> AgiEnvironment:
         numbered = sorted(
-            (int(m.group(1)), v) for k, v in self.values.items() if (m := _ARG_KEY.fullmatch(k))
+            (int(m.group(1)), v)
+            for k, v in self.values.items()
+            if k.startswith("agi_arg_") and (m := _ARG_KEY.fullmatch(k))
         )
         return AgiEnvironment(dict(self.values), tuple(v for _, v in numbered))
 
