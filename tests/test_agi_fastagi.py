@@ -505,3 +505,24 @@ async def test_a_short_environment_ends_at_its_blank_line(harness, lines):
     talk = await fastagi_session(server.port, b"".join(env) + b"\n", [OK] * 5, "127.0.0.1")
     assert talk.commands[0] == "GET VARIABLE CALLERID(num)"
     assert talk.closed_by_server
+
+
+async def test_the_lookup_budget_covers_every_source_together(harness):
+    rec = load_recording("caller_check")
+    first, second = JtelForAgi({}), JtelForAgi({})
+    await first.start()
+    await second.start()
+    try:
+        first.hang = second.hang = True
+        lookups = [
+            {"type": "jtel", "name": "a", "url": first.url, "timeout_seconds": 30},
+            {"type": "jtel", "name": "b", "url": second.url, "timeout_seconds": 30},
+        ]
+        server = await harness.start(lookups, lookup_budget_seconds=0.3)
+        talk = await fastagi_session(server.port, rec.env, [*rec.replies, OK])
+    finally:
+        await first.stop()
+        await second.stop()
+    assert talk.commands[-1] == "SET VARIABLE CRM_LOOKUP_STATUS ERROR"
+    assert len(first.requests) == 1
+    assert second.requests == []  # the first one spent the whole budget
