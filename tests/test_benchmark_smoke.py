@@ -23,6 +23,8 @@ FIGURE_KEYS = {
     "fastagi_hit_vs_minimal",
     "fastagi_hit_p99_ms",
     "classic_agi_ms_per_call",
+    "classic_agi_vs_pyst2",
+    "classic_agi_in_process_ms_per_call",
     "c2c_requests_per_s",
     "c2c_p99_ms",
     "outbox_deliveries_per_s",
