@@ -165,8 +165,8 @@ async def read_environment(reader: asyncio.StreamReader) -> AgiEnvironment:
         raise AgiProtocolError(
             f"connection lost after {parser.lines} environment lines: {exc}"
         ) from None
-    for line in block.decode("utf-8", errors="replace").split("\n")[:-2]:
-        parser.feed(line.rstrip("\r"))
+    lines = block.decode("utf-8", errors="replace").split("\n")[:-2]
+    parser.feed_lines([line.rstrip("\r") for line in lines])
     parser.feed("")
     return parser.result()
 

@@ -9,6 +9,7 @@ here is pure (no I/O) so both drivers parse exactly the same way.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 MAX_ENV_LINES = 256  # Asterisk sends ~25 lines plus one per argument; more means garbage
@@ -89,15 +90,22 @@ class EnvParser:
                     "empty AGI environment (no agi_* lines before the blank line)"
                 )
             return True
-        self.lines += 1
-        if self.lines > MAX_ENV_LINES:
-            raise AgiProtocolError(f"AGI environment longer than {MAX_ENV_LINES} lines")
-        key, sep, value = line.partition(":")
-        if not sep or not key.startswith("agi_") or not key.isascii() or " " in key:
-            raise AgiProtocolError(f"not an AGI environment line: {line[:80]!r}")
-        # Asterisk writes "key: value"; only the single separator space is syntax.
-        self.values[key] = value[1:] if value.startswith(" ") else value
+        self.feed_lines((line,))
         return False
+
+    def feed_lines(self, lines: Sequence[str]) -> None:
+        """Lines that are all `agi_*` lines (none blank), in one loop: FastAGI reads the block
+        at once, and a call per line was a tenth of what reading it costs."""
+        if self.lines + len(lines) > MAX_ENV_LINES:
+            raise AgiProtocolError(f"AGI environment longer than {MAX_ENV_LINES} lines")
+        values = self.values
+        for line in lines:
+            key, sep, value = line.partition(":")
+            if not sep or not key.startswith("agi_") or not key.isascii() or " " in key:
+                raise AgiProtocolError(f"not an AGI environment line: {line[:80]!r}")
+            # Asterisk writes "key: value"; only the single separator space is syntax.
+            values[key] = value[1:] if value[:1] == " " else value
+            self.lines += 1
 
     def result(self) -> AgiEnvironment:
         numbered = sorted(
