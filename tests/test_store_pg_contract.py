@@ -168,33 +168,36 @@ async def test_concurrent_records_are_committed_in_a_few_group_commits(
         await store.close()
 
 
-async def test_a_write_that_finds_the_writer_idle_does_not_wait_for_the_window(
+async def test_a_write_that_comes_alone_does_not_wait_for_the_window(
     settings_for: Callable[..., StoreSettings], http: aiohttp.ClientSession
 ) -> None:
     # A 30 s window: a write that waited for it would not be committed within the 10 s bound.
     store = await open_store(settings_for(commit_window_ms=30_000))
     adapter = make_adapter(http, "http://127.0.0.1:9/x")
     try:
-        await asyncio.wait_for(store.record(*call_with_events("alone", 1), [adapter]), 10)
-        assert await rows(store, "SELECT COUNT(*) FROM call_events") == [(1,)]
+        for name in ("alone", "alone again"):
+            await asyncio.wait_for(store.record(*call_with_events(name, 1), [adapter]), 10)
+        assert await rows(store, "SELECT COUNT(*) FROM call_events") == [(2,)]
     finally:
         await store.close()
 
 
-async def test_writes_that_keep_coming_wait_for_the_window_and_share_a_commit(
+async def test_writes_that_come_together_wait_for_the_window_and_share_a_commit(
     settings_for: Callable[..., StoreSettings], http: aiohttp.ClientSession
 ) -> None:
     store = await open_store(settings_for(commit_window_ms=500))
     adapter = make_adapter(http, "http://127.0.0.1:9/x")
     try:
-        await store.record(*call_with_events("first", 1), [adapter])  # idle: at once
         before = store.commits
-        # Right after a commit the writer counts as busy: these wait for the window, and
-        # the one queued while they wait joins them.
-        early = asyncio.ensure_future(store.record(*call_with_events("early", 1), [adapter]))
+        # Two writes queued together are a burst: the writer waits the window for more, and
+        # the one queued while it waits joins them.
+        burst = [
+            asyncio.ensure_future(store.record(*call_with_events(name, 1), [adapter]))
+            for name in ("one", "two")
+        ]
         await asyncio.sleep(0.05)
         late = asyncio.ensure_future(store.record(*call_with_events("late", 1), [adapter]))
-        await asyncio.gather(early, late)
+        await asyncio.gather(*burst, late)
         assert store.commits - before == 1
     finally:
         await store.close()
