@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ari_app.logs import setup_logging
-from ari_app.settings import ConfigError, Settings, load_settings
+from ari_app.settings import ConfigError, Settings, check_settings, load_settings
 
 DEFAULT_CONFIG = "config/pbxcrm.toml"
 
@@ -122,15 +122,43 @@ async def _outbox(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def pbx_address(settings: Settings) -> str:
+    """Where pbxcrm follows the PBX: the AMI host:port, or the ARI URL and app."""
+    if settings.pbx.source == "ari":
+        return f"ARI {settings.pbx.ari.url} app {settings.pbx.ari.app}"
+    return f"AMI {settings.pbx.ami.host}:{settings.pbx.ami.port}"
+
+
+def _check_config(path: str) -> int:
+    from crm.adapters.summary import describe_block
+
+    try:
+        check = check_settings(path)
+    except ConfigError as exc:
+        print(f"config error:\n{exc}", file=sys.stderr)
+        return 2
+    settings = check.settings
+    enabled = sum(1 for block in settings.crm if block.enabled)
+    print(
+        f"{path}: OK ({len(settings.crm)} CRM block(s), {enabled} enabled; "
+        f"PBX source {settings.pbx.source} at {pbx_address(settings)})"
+    )
+    for index, block in enumerate(settings.crm):
+        print(f"  {describe_block(index, block)}")
+    if check.unreadable_secrets:
+        print(
+            "secrets not readable from here (pbxcrm run needs them in its own environment):",
+            file=sys.stderr,
+        )
+        for problem in check.unreadable_secrets:
+            print(f"  {problem}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
-        settings = _load(args.config)
-        print(
-            f"{args.config}: OK ({len(settings.crm)} CRM block(s), PBX source "
-            f"{settings.pbx.source} at {settings.pbx.ami.host}:{settings.pbx.ami.port})"
-        )
-        return 0
+        return _check_config(args.config)
     if args.command == "demo":
         from ari_app.demo import DEMO_PACE, run_demo
 
