@@ -127,6 +127,9 @@ class Service:
             await self._start_ari()
         else:
             await self._start_ami()
+        if self.originate is not None:
+            # A click-to-call's status answers how its call ended, once it has.
+            self.pipeline.add_call_listener(self.originate.on_call_event)
         if settings.agi.enabled:
             self.fastagi = await start_fastagi(settings.agi, self.scripts)
         if settings.http.enabled:
