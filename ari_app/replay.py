@@ -96,8 +96,11 @@ async def replay(options: ReplayOptions, settings: Settings, out: TextIO, err: T
             print(f"store: {store_path}", file=notes)
         settings.store.path = str(store_path)
         settings.store.url = None  # a replay never writes into a shared PostgreSQL store
+        # Nothing asks the dialplan scripts or the HTTP port during a replay, nor the lookup
+        # sources they would use (whose secrets a dry run need not have).
         settings.http.enabled = False
         settings.agi.enabled = False
+        settings.lookup = []
         return await _run(options, settings, out, notes, kept=options.store is not None)
     return 2  # pragma: no cover - ExitStack does not swallow
 

@@ -22,7 +22,9 @@ SECRETS_CONTEXT_KEY = "secrets"
 
 def _resolve(value: object, info: ValidationInfo) -> object:
     if isinstance(value, SecretStr):
-        value = value.get_secret_value()
+        # Already read when its config block was validated (a dialect passing it on into its
+        # own auth settings): reading it again would read a secret's value as a reference.
+        return value
     if not isinstance(value, str):
         return value
     context = info.context if isinstance(info.context, dict) else {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,23 @@ async def test_send_reports_what_is_left_when_the_crm_does_not_take_it(tmp_path:
     assert "Delivered 0, dead 0, pending 4." in out
     assert "  pending down  ringing   call " in out and "failed" in out
     assert "did not drain within 0.5 s" in out and "--store PATH" in out
+
+
+async def test_the_example_config_replays_from_a_shell_that_has_none_of_its_secrets(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # The README's walk: copy the example, switch a block on, check it, replay a capture.
+    example = (Path(__file__).parents[1] / "config" / "pbxcrm.example.toml").read_text()
+    for name in re.findall(r'"env:([A-Z_]+)"', example):
+        monkeypatch.delenv(name, raising=False)
+    config = tmp_path / "pbxcrm.toml"
+    config.write_text(example.replace('name = "webhook"\nenabled = false',
+                                      'name = "webhook"\nenabled = true', 1))
+    code, out, err = await pbxcrm("check-config", "--config", str(config))
+    assert code == 0, err
+    assert 'crm[0] "webhook"' in out and "(disabled)" not in out.splitlines()[1]
+    code, out, err = await pbxcrm("replay", str(ami_path("inbound_answered_caller_hangs_up")),
+                                  "--config", str(config))
+    assert code == 0, err
+    sent = [line for line in out.splitlines() if line.startswith("  webhook ")]
+    assert len(sent) == 4 and all("https://middleware.example.com/pbx-events" in s for s in sent)
