@@ -77,6 +77,7 @@ class TomlLines:
                     # The array itself is not resolved to an item: this header adds one.
                     table = (*self._resolve(names[:-1], array_counts), names[-1])
                     array_counts[table] = array_counts.get(table, -1) + 1
+                    self.lines.setdefault(table, number)  # the array itself: its first item
                     table = (*table, array_counts[table])
                 else:
                     table = self._resolve(names, array_counts)

@@ -89,6 +89,18 @@ def test_other_arrays_of_tables_are_named_too(tmp_path: Path) -> None:
         load_settings(config)
 
 
+def test_two_blocks_with_one_name_are_both_named(tmp_path: Path) -> None:
+    config = tmp_path / "pbxcrm.toml"
+    block = '[[crm]]\ntype = "webhook"\nurl = "http://127.0.0.1:9/e"\n'
+    config.write_text("[logging]\nlevel = 'INFO'\n" + block + block)
+    with pytest.raises(ConfigError) as error:
+        load_settings(config)
+    assert str(error.value) == (
+        f"{config}:3: crm: two [[crm]] blocks are named 'webhook' (crm[0] and crm[1]): "
+        "give each a name"
+    )
+
+
 def _environment_without_example_secrets() -> dict[str, str]:
     names = set(re.findall(r'"env:([A-Z_]+)"', EXAMPLE.read_text()))
     return {key: value for key, value in os.environ.items() if key not in names}
