@@ -337,6 +337,8 @@ def _print_text(
             code = 1
     else:
         print("\nWould be sent (use --send to deliver):", file=out)
+        if not requests:
+            print("  nothing: no enabled [[crm]] block takes these calls' steps", file=out)
         for delivery, made, _error in requests:
             for request in made:
                 print(f"  {delivery.crm}  {delivery.kind:<9} call {delivery.call_id} seq "
