@@ -12,6 +12,7 @@ import pytest
 
 from ari_app.cli import main
 from ari_app.settings import ConfigError, check_settings, load_settings
+from crm.model import EventKind
 
 ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "config" / "pbxcrm.example.toml"
@@ -165,7 +166,7 @@ def test_the_summary_shows_a_table_that_attached_to_the_wrong_block(tmp_path, ca
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == [
         "crm[0]", '"first"', "type=webhook", "url=https://a.example.com/e", "auth=none",
-        "events=ringing,answered,hangup,voicemail,dropped,completed,survey,note",
+        "events=" + ",".join(kind.value for kind in EventKind),  # a webhook's default: all
     ]
     assert lines[2].split() == [
         "crm[1]", '"second"', "type=webhook", "url=https://b.example.com/e", "auth=bearer",
