@@ -12,7 +12,23 @@ calls, whether they come from AMI, ARI or a test. The rules it applies, in the w
   for this, since Asterisk reports 127 on abandoned calls and 0 after voicemail. A call that
   ended with no party request (dialplan Hangup(), shutdown, lost PBX) was ended by the system.
 - Ring time is DialBegin -> DialEnd of the dial that connected the call (or of all dials for a
-  call nobody answered); talk time runs from the answer to the first hangup request.
+  call nobody answered; a pickup counts from the first ring); talk time runs from the first
+  answer to the end of the customer's conversation, across transfers.
+
+Calls with more than two people:
+- The agent is who finally talked to the customer: the first answer, then whoever the
+  customer's own channel dials and reaches (blind transfer, second dial), or the target of an
+  attended transfer once it completes. A consult dial alone does not move the call.
+- Every agent leg that rang is in `rang_extensions`; every hand-over is in `transfers`.
+- A transferring agent's hangup request (it completes an attended transfer) is taken back once
+  the transfer is seen: it neither ends the talk time nor names who hung up.
+- Local channels (`;1`/`;2` pairs, `/n`) are never agents: the agent is the phone the `;2` half
+  reached (queues with Local members, ring groups through Local channels, consult calls).
+- A channel dialled by (or answering a dial of) another call's channel joins that call: the
+  phone that picked up with `*8` (it had a Linkedid of its own), or a channel whose Linkedid
+  the source could only guess (ARI). TRANSFERERNAME joins consult channels to the caller's call.
+- Per agent leg: RINGING, then ANSWERED if that agent talked, then exactly one LEG_ENDED with
+  the reason (ari_app/agent_legs.py), so a CRM's per-agent card always closes.
 """
 
 from __future__ import annotations
@@ -674,6 +690,7 @@ class CallTracker:
         # A second leg found up: an agent (or the far end) answered before we were watching.
         if chan.extension:
             chan.answered = True
+            chan.talked = True  # talking now: its leg gets a LEG_ENDED when it goes
             if state.agent_extension is None or state.direction is Direction.INBOUND:
                 state.agent_extension = chan.extension
         elif chan.is_trunk:
