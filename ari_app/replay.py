@@ -85,9 +85,8 @@ async def replay(options: ReplayOptions, settings: Settings, out: TextIO, err: T
         print(f"replay: no such file {options.capture}", file=err)
         return 2
     notes = err if options.json_lines else out
-    with contextlib.ExitStack() as stack:
+    with tempfile.TemporaryDirectory(prefix="pbxcrm-replay-") as folder:
         if options.store is None:
-            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="pbxcrm-replay-"))
             store_path = Path(folder) / "replay.sqlite3"
             print(f"store: throwaway {store_path} (deleted at exit; --store PATH keeps one)",
                   file=notes)
@@ -101,8 +100,10 @@ async def replay(options: ReplayOptions, settings: Settings, out: TextIO, err: T
         settings.http.enabled = False
         settings.agi.enabled = False
         settings.lookup = []
+        # The classic-AGI survey spool belongs to the running service: a replay must neither
+        # consume it nor send its ratings along.
+        settings.agi.survey_spool = str(Path(folder) / "survey-spool.jsonl")
         return await _run(options, settings, out, notes, kept=options.store is not None)
-    return 2  # pragma: no cover - ExitStack does not swallow
 
 
 async def _run(
