@@ -102,7 +102,7 @@ async def replay(options: ReplayOptions, settings: Settings, out: TextIO, err: T
         settings.lookup = []
         # The classic-AGI survey spool belongs to the running service: a replay must neither
         # consume it nor send its ratings along.
-        settings.agi.survey_spool = str(Path(folder) / "survey-spool.jsonl")
+        settings.agi.survey_spool = Path(folder) / "survey-spool.jsonl"
         return await _run(options, settings, out, notes, kept=options.store is not None)
 
 
