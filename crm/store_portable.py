@@ -322,7 +322,8 @@ class PortableStore(StoreWriter[C]):
         else:
             sql = ("UPDATE originates SET state = ?, reason = ?, updated_at = ?,"
                    " request_json = ? WHERE id = ?")
-            params = (state, reason, self._now(), json.dumps(request), originate_id)
+            params = (state, reason, self._now(), json.dumps(request, ensure_ascii=False),
+                      originate_id)
 
         async def update(conn: C) -> bool:
             changed = await self._execute_counting(conn, sql, params)
