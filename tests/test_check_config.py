@@ -157,7 +157,7 @@ def test_the_summary_shows_a_table_that_attached_to_the_wrong_block(tmp_path, ca
     # The admin meant [crm.auth] for the first webhook, but wrote it below the second one.
     config = tmp_path / "pbxcrm.toml"
     config.write_text(
-        '[[crm]]\ntype = "webhook"\nname = "first"\nurl = "https://a.example.com/e"\n'
+        '[[crm]]\ntype = "webhook"\nname = "first"\nurl = "https://u:pw@a.example.com/e"\n'
         '[[crm]]\ntype = "webhook"\nname = "second"\nurl = "https://b.example.com/e?k=s3cr3t"\n'
         'events = ["completed"]\n'
         '[crm.auth]\nmode = "bearer"\ntoken = "0123456789abcdef"\n'

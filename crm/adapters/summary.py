@@ -27,9 +27,11 @@ def block_url(config: AdapterConfig) -> str:
 
 
 def _without_query(url: str) -> str:
-    # A query string may carry a token (`?token=`); the summary is printed to a terminal.
+    # A query string may carry a token (`?token=`), the host part `user:password@`; the
+    # summary is printed to a terminal.
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else url
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else url
 
 
 def block_auth(config: AdapterConfig) -> str:
