@@ -20,14 +20,14 @@ SECRET_UNAVAILABLE = "secret_unavailable"
 SECRETS_CONTEXT_KEY = "secrets"
 
 
-def _resolve(value: object, info: ValidationInfo) -> object:
+def _resolve(value: object, info: ValidationInfo | None = None) -> object:
     if isinstance(value, SecretStr):
         # Already read when its config block was validated (a dialect passing it on into its
         # own auth settings): reading it again would read a secret's value as a reference.
         return value
     if not isinstance(value, str):
         return value
-    context = info.context if isinstance(info.context, dict) else {}
+    context = info.context if info is not None and isinstance(info.context, dict) else {}
     if context.get(SECRETS_CONTEXT_KEY) == "skip" and value.startswith(("env:", "file:")):
         return value
     if value.startswith("env:"):
