@@ -20,7 +20,7 @@ SECRET_UNAVAILABLE = "secret_unavailable"
 SECRETS_CONTEXT_KEY = "secrets"
 
 
-def _resolve(value: object, info: ValidationInfo | None = None) -> object:
+def _resolve(value: object, info: ValidationInfo | None) -> object:
     if isinstance(value, SecretStr):
         # Already read when its config block was validated (a dialect passing it on into its
         # own auth settings): reading it again would read a secret's value as a reference.
