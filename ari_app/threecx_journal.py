@@ -44,6 +44,9 @@ _EARLIEST = datetime(1971, 1, 1, tzinfo=UTC)
 _NON_KEY = re.compile(r"[^a-z0-9]")
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.:-]")
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d+):(\d{1,2})(?::(\d{1,2}))?(?:\.(\d+))?$")
+# A variable 3CX did not substitute reaches us as its own text: `[AgentEmail]`, or a whole
+# method call `[[CallEndTimeUTC].ToString("...")]`.
+_UNRENDERED = re.compile(r"^\[(?:[A-Za-z]\w*|\[[A-Za-z]\w*\]\..*)\]$", re.DOTALL)
 
 
 class CallType(StrEnum):
@@ -102,6 +105,11 @@ _DATE_FORMATS = (
     "%m/%d/%Y %H:%M:%S",
     "%Y-%m-%d %H:%M:%S",
 )
+
+
+def is_unrendered(value: str) -> bool:
+    """True for a template variable 3CX left as literal text (it had no value for it)."""
+    return bool(_UNRENDERED.match(value.strip()))
 
 
 def parse_duration(value: object) -> float:
@@ -175,7 +183,8 @@ class JournalEntry(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     call_type: CallType
-    number: str = Field(min_length=1, max_length=64)
+    # None for a withheld or anonymous caller: the call is journaled all the same.
+    number: str | None = Field(default=None, max_length=64)
     name: str | None = Field(default=None, max_length=200)
     agent: str | None = Field(default=None, max_length=64)
     agent_email: str | None = Field(default=None, max_length=200)
@@ -200,8 +209,8 @@ class JournalEntry(BaseModel):
             name = _ALIASES.get(_NON_KEY.sub("", str(key).lower()))
             if name is None:
                 continue
-            if isinstance(value, str) and not value.strip():
-                value = None  # 3CX renders a variable it has no value for as ""
+            if isinstance(value, str) and (not value.strip() or is_unrendered(value)):
+                value = None  # 3CX renders a variable it has no value for as "" or as itself
             if value is not None or name not in out:
                 out[name] = value
         return out
@@ -223,7 +232,7 @@ class JournalEntry(BaseModel):
         if isinstance(value, str):
             value = clean_number(value)
             if not digits_only(value):
-                raise ValueError("number has no digits")
+                return None  # `Anonymous`, `Withheld`: a caller with no number, not an error
         return value
 
     @field_validator("agent", "queue", "call_id", "entity_id", mode="before")
@@ -249,7 +258,7 @@ def journal_call_id(entry: JournalEntry) -> str:
     key = "|".join(
         [
             entry.start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
-            digits_only(entry.number),
+            digits_only(entry.number or ""),
             entry.agent or "",
             entry.call_type.value,
         ]
@@ -272,7 +281,11 @@ def _times(entry: JournalEntry) -> _Times:
         answer = entry.answered or (entry.end - duration if entry.end else start)
         answer = max(answer, start)
         end = max(entry.end or answer + duration, answer)
-        talk = entry.duration or (end - answer).total_seconds()
+        # With both times sent they are the talk time; [Duration] only fills a gap.
+        if entry.answered and entry.end:
+            talk = (end - answer).total_seconds()
+        else:
+            talk = entry.duration or (end - answer).total_seconds()
         return _Times(start, answer, end, round(talk, 3))
     # For a call nobody answered the duration is how long it rang.
     end = max(entry.end or start + timedelta(seconds=entry.duration), start)
