@@ -208,12 +208,13 @@ class DialplanRunner:
         plan: Dialplan,
         *,
         agi: AgiHook = _no_agi,
+        stasis: AgiHook = _no_agi,
         dial: DialHook = _no_answer,
         wait: WaitHook = _nothing,
         max_steps: int = 10_000,
     ) -> None:
         self.plan = plan
-        self.agi, self.dial, self.wait = agi, dial, wait
+        self.agi, self.stasis, self.dial, self.wait = agi, stasis, dial, wait
         self.max_steps = max_steps
 
     # ---------------------------------------------------------------- substitution
@@ -232,7 +233,7 @@ class DialplanRunner:
                         depth -= 1
                     j += 1
                 if depth:
-                    raise RunnerError(f"unclosed {text[i:i + 2]} in {text!r}")
+                    raise RunnerError(f"unclosed {text[i : i + 2]} in {text!r}")
                 inner = self.expand(channel, text[i + 2 : j - 1])
                 if opener == "{":
                     out.append(self.value(channel, inner))
@@ -343,6 +344,10 @@ class DialplanRunner:
             return None
         if app == "AGI":
             channel.variables.update(await self.agi(channel, args))
+            return None
+        if app == "Stasis":
+            # The hook says what pbxcrm's application set, STASISSTATUS included.
+            channel.variables.update(await self.stasis(channel, args))
             return None
         if app == "Dial":
             channel.variables["DIALSTATUS"] = await self.dial(channel, args)

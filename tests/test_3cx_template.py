@@ -33,11 +33,15 @@ NEVER = datetime(1, 1, 1, tzinfo=UTC)
 
 
 def runner(
-    site: Site, culture: Culture = Culture(), missing: str = "empty", **parameters: str
+    site: Site, culture: Culture | None = None, missing: str = "empty", **parameters: str
 ) -> TemplateRunner:
     values = {"BaseUrl": site.base, "Username": TEMPLATE_USER, "Password": TEMPLATE_PASSWORD}
     return TemplateRunner(
-        TEMPLATE, {**values, **parameters}, site.session, culture=culture, missing=missing
+        TEMPLATE,
+        {**values, **parameters},
+        site.session,
+        culture=culture or Culture(),
+        missing=missing,
     )
 
 

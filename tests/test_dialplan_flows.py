@@ -25,7 +25,7 @@ from agi.fastagi import FastAgiServer, start_fastagi
 from agi.settings import AgiSettings
 from tests.dialplan_runner import Channel, DialplanRunner, pattern_matches
 from tests.fakes.agi_asterisk import asterisk_parse_args, load_recording, with_env
-from tests.test_agi_dialplan import OURS, parse
+from tests.test_agi_dialplan import OURS, Dialplan, parse
 
 PLAN = parse(OURS.read_text())
 CALLER = "+79031234567"
@@ -222,7 +222,7 @@ async def test_the_classic_path_passes_the_small_agi_config_pbxcrm_agi_reads_by_
 
 
 def test_the_fastagi_address_is_a_url_the_scripts_are_appended_to() -> None:
-    [(line, app, args)] = PLAN.contexts["pbxcrm-config"]["s"].apps[:1]
+    [(_line, app, args)] = PLAN.contexts["pbxcrm-config"]["s"].apps[:1]
     assert app == "Set" and args == "PBXCRM_AGI=agi://127.0.0.1:4573"
     comment = OURS.read_text().split("[pbxcrm-config]")[1].split("exten =>")[0]
     assert "pbxcrm-agi" not in comment.split("Classic AGI")[0]  # not suggested as a value
@@ -296,3 +296,58 @@ def test_the_shipped_agi_config_is_a_small_file_with_no_crm_section() -> None:
     path = Path(__file__).resolve().parents[1] / "config" / "pbxcrm-agi.example.toml"
     raw = tomllib.loads(path.read_text())
     assert set(raw) == {"agi", "lookup"}
+
+
+# ---- the Stasis caller check of docs/ari.md ----------------------------------------------
+
+ARI_DOC = Path(__file__).resolve().parents[1] / "docs" / "ari.md"
+
+
+def docs_stasis_example() -> Dialplan:
+    """The docs' ```ini block, in a context, beside the shipped dialplan it #includes."""
+    block = ARI_DOC.read_text().split("```ini\nexten => 4951110000,1,Gosub")[1].split("```")[0]
+    return parse(OURS.read_text() + "\n[from-trunk]\nexten => 4951110000,1,Gosub" + block)
+
+
+STASIS_OUTCOMES = {
+    "owner": {"STASISSTATUS": "SUCCESS", "CRM_FOUND": "1", "CRM_LOOKUP_STATUS": "FOUND",
+              "CRM_OWNER_EXTENSION": "7181"},
+    "multiple": {"STASISSTATUS": "SUCCESS", "CRM_FOUND": "1", "CRM_LOOKUP_STATUS": "MULTIPLE"},
+    "not connected": {"STASISSTATUS": "FAILED"},
+    "script failed": {"STASISSTATUS": "SUCCESS"},
+    "owner not digits": {"STASISSTATUS": "SUCCESS", "CRM_FOUND": "1",
+                         "CRM_LOOKUP_STATUS": "FOUND", "CRM_OWNER_EXTENSION": "trunk"},
+    "unknown": {"STASISSTATUS": "SUCCESS", "CRM_FOUND": "0", "CRM_LOOKUP_STATUS": "NOTFOUND"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("outcome", "dialled", "queued", "exited"),
+    [
+        ("owner", [["PJSIP/7181", "20", "t"]], False, False),
+        ("multiple", [], True, False),
+        ("not connected", [], True, False),
+        ("script failed", [], True, False),
+        ("owner not digits", [], True, False),
+        ("unknown", [], False, True),
+    ],
+)
+async def test_the_documented_stasis_caller_check_never_dials_an_empty_owner(
+    outcome: str, dialled: list[list[str]], queued: bool, exited: bool
+) -> None:
+    seen: list[list[str]] = []
+
+    async def stasis(channel: Channel, args: list[str]) -> dict[str, str]:
+        seen.append(args)
+        return dict(STASIS_OUTCOMES[outcome])
+
+    state = Site()
+    channel = Channel("PJSIP/trunk-00000000", CALLER)
+    plan = docs_stasis_example()
+    await DialplanRunner(plan, stasis=stasis, dial=state.dial).run(
+        channel, "from-trunk", "4951110000"
+    )
+    assert seen == [["pbxcrm", "caller_check"]]
+    assert state.dialled == dialled
+    assert bool(channel.apps("Queue")) is queued
+    assert bool(channel.apps("Playback")) is exited
