@@ -25,9 +25,16 @@ import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from crm.model import Call, CallEvent, Direction, Disposition, EventKind
 from crm.numbers import digits_only
@@ -46,7 +53,8 @@ _SAFE_ID = re.compile(r"[^A-Za-z0-9_.:-]")
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d+):(\d{1,2})(?::(\d{1,2}))?(?:\.(\d+))?$")
 # A variable 3CX did not substitute reaches us as its own text: `[AgentEmail]`, or a whole
 # method call `[[CallEndTimeUTC].ToString("...")]`.
-_UNRENDERED = re.compile(r"^\[(?:[A-Za-z]\w*|\[[A-Za-z]\w*\]\..*)\]$", re.DOTALL)
+_UNRENDERED_TEXT = r"\[([A-Za-z][A-Za-z0-9_]*|\[[A-Za-z][A-Za-z0-9_]*\]\..*)\]"
+_UNRENDERED = re.compile(f"^{_UNRENDERED_TEXT}$", re.DOTALL)
 
 
 class CallType(StrEnum):
@@ -152,7 +160,8 @@ def parse_time(value: object) -> datetime | None:
         text = str(value).strip()
         moment_or_none: datetime | None = None
         try:
-            moment_or_none = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            # RFC 3339 allows a lower-case t and z.
+            moment_or_none = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
         except ValueError:
             for fmt in _DATE_FORMATS:
                 try:
@@ -177,6 +186,61 @@ def clean_number(value: str) -> str:
     return text
 
 
+def _text_or_integer(max_length: int) -> WithJsonSchema:
+    """The schema of a text field that also takes a JSON integer (the model turns it into
+    text), as the OpenAPI document should tell it."""
+    return WithJsonSchema(
+        {
+            "type": ["string", "integer", "null"],
+            "maxLength": max_length,
+            # As text the integer must fit max_length too, sign included.
+            "maximum": 10**max_length - 1,
+            "minimum": -(10 ** (max_length - 1) - 1),
+        }
+    )
+
+
+def _integer_as_text(value: Any) -> Any:
+    """A JSON integer (also one written 65.0) as its text; anything else unchanged."""
+    if isinstance(value, bool):  # JSON true is no number
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return value
+
+
+_DURATION_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "number", "minimum": 0, "maximum": _MAX_DURATION.total_seconds()},
+        {
+            "type": "string",
+            "pattern": r"^([0-9]{1,5}(\.[0-9]+)?|([01]?[0-9]|2[0-3]):[0-5]?[0-9]:[0-5]?[0-9]"
+            r"(\.[0-9]+)?|[0-5]?[0-9]:[0-5][0-9])$",
+        },
+        # Left empty or as its own text by 3CX: absent, 0.
+        {"type": "string", "pattern": r"^\s*$"},
+        {"type": "string", "pattern": f"^\\s*{_UNRENDERED_TEXT}\\s*$"},
+        {"type": "null"},
+    ],
+    "description": "Seconds, or hh:mm:ss / mm:ss as 3CX renders [Duration]",
+}
+# A time 3CX may leave empty, or as the variable's own text; both count as absent.
+_OPTIONAL_TIME_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "pattern": r"^\s*$"},
+        {"type": "string", "pattern": f"^\\s*{_UNRENDERED_TEXT}\\s*$"},
+        {"type": "null"},
+    ]
+}
+_START_PATTERN = (
+    r"^(197[1-9]|19[89][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-"
+    r"(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](Z|[+-]0[0-9]:00)$"
+)
+
+
 class JournalEntry(BaseModel):
     """One `ReportCall`: field names in any case (`CallType`, `callType`, `call_type`)."""
 
@@ -184,20 +248,24 @@ class JournalEntry(BaseModel):
 
     call_type: CallType
     # None for a withheld or anonymous caller: the call is journaled all the same.
-    number: str | None = Field(default=None, max_length=64)
+    number: Annotated[str | None, _text_or_integer(64)] = Field(default=None, max_length=64)
     name: str | None = Field(default=None, max_length=200)
-    agent: str | None = Field(default=None, max_length=64)
+    agent: Annotated[str | None, _text_or_integer(64)] = Field(default=None, max_length=64)
     agent_email: str | None = Field(default=None, max_length=200)
     agent_first_name: str | None = Field(default=None, max_length=100)
     agent_last_name: str | None = Field(default=None, max_length=100)
-    duration: float = 0.0  # talk seconds for answered calls
-    start: datetime
-    answered: datetime | None = None
-    end: datetime | None = None
-    entity_id: str | None = Field(default=None, max_length=200)
+    # Talk seconds for answered calls: a number, or text as 3CX renders it ("00:01:05").
+    duration: Annotated[float, WithJsonSchema(_DURATION_SCHEMA)] = Field(
+        default=0.0, ge=0, le=_MAX_DURATION.total_seconds()
+    )
+    # 3CX renders "never" as .NET's DateTime.MinValue: a start before 1971 is no start.
+    start: datetime = Field(json_schema_extra={"pattern": _START_PATTERN})
+    answered: Annotated[datetime | None, WithJsonSchema(_OPTIONAL_TIME_SCHEMA)] = None
+    end: Annotated[datetime | None, WithJsonSchema(_OPTIONAL_TIME_SCHEMA)] = None
+    entity_id: Annotated[str | None, _text_or_integer(200)] = Field(default=None, max_length=200)
     entity_type: str | None = Field(default=None, max_length=100)
-    queue: str | None = Field(default=None, max_length=64)
-    call_id: str | None = Field(default=None, max_length=128)
+    queue: Annotated[str | None, _text_or_integer(64)] = Field(default=None, max_length=64)
+    call_id: Annotated[str | None, _text_or_integer(128)] = Field(default=None, max_length=128)
 
     @model_validator(mode="before")
     @classmethod
@@ -227,8 +295,7 @@ class JournalEntry(BaseModel):
     @field_validator("number", mode="before")
     @classmethod
     def _number(cls, value: Any) -> Any:
-        if isinstance(value, int):
-            value = str(value)
+        value = _integer_as_text(value)
         if isinstance(value, str):
             value = clean_number(value)
             if not digits_only(value):
@@ -238,7 +305,7 @@ class JournalEntry(BaseModel):
     @field_validator("agent", "queue", "call_id", "entity_id", mode="before")
     @classmethod
     def _text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) else value
+        return _integer_as_text(value)
 
     @field_validator("duration", mode="before")
     @classmethod

@@ -421,3 +421,24 @@ async def test_variables_3cx_leaves_as_their_own_text_count_as_absent(tmp_path: 
         assert details["agent_name"] == "Smirnova"
         # No answer time: talk is [Duration] before the end, the rest of the call rang.
         assert (completed["call"]["ring_seconds"], completed["call"]["talk_seconds"]) == (10, 65)
+
+
+async def test_a_journal_field_that_is_no_text_or_number_gets_422(tmp_path: Path) -> None:
+    async with running_site(tmp_path) as site:
+        start = "2026-01-01T10:00:00Z"
+        for bad in ({"callId": False}, {"callId": {}}, {"agent": [101]}, {"number": True}):
+            body = {"callType": "Inbound", "number": "+79031234567", "startUtc": start, **bad}
+            async with site.session.post(
+                site.url("/3cx/crm/journal"), json=body, headers={"Authorization": BASIC}
+            ) as resp:
+                assert resp.status == 422, bad
+        # A JSON integer is a number 3CX may send for the agent or the caller: taken as text.
+        body = {"callType": "Inbound", "number": 79031234567, "agent": 101.0, "startUtc": start}
+        async with site.session.post(
+            site.url("/3cx/crm/journal"), json=body, headers={"Authorization": BASIC}
+        ) as resp:
+            assert resp.status == 200
+            call_id = (await resp.json())["call_id"]
+        await wait_for(lambda: len(kinds(site.events(), call_id)) == 4)
+        final = [e for e in site.events() if e["call_id"] == call_id][-1]["call"]
+        assert (final["caller_number"], final["agent_extension"]) == ("79031234567", "101")

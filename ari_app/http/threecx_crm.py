@@ -27,7 +27,11 @@ log = logging.getLogger("pbxcrm.3cx")
 class LookupQuery(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    number: str = Field(description="The number as 3CX formats it ([Number])")
+    number: str = Field(
+        max_length=64,
+        description="The number as 3CX formats it ([Number]); without digits (a withheld"
+        " caller): no contacts",
+    )
 
 
 async def crm_lookup(request: web.Request) -> web.Response:
@@ -57,7 +61,7 @@ async def crm_lookup(request: web.Request) -> web.Response:
 async def crm_journal(request: web.Request) -> web.Response:
     deps = request.app[DEPS_KEY]
     try:
-        fields = await request_fields(request)
+        fields = await request_fields(request, json_types=True)
         entry = JournalEntry.model_validate(fields)
     except BadFields as exc:
         return json_error(exc.status, exc.error)
@@ -87,7 +91,10 @@ ROUTES = [
         "3cx",
         "3CX CRM template: contact lookup by number",
         query=LookupQuery,
-        responses={200: "Contacts found ([] when none)", 422: "Invalid number"},
+        responses={
+            200: "Contacts found ([] when none, also for a number without digits)",
+            422: "No number parameter, or longer than 64",
+        },
         tags=("3cx",),
     ),
     RouteSpec(
@@ -99,6 +106,7 @@ ROUTES = [
         body=JournalEntry,
         responses={
             200: "Recorded (duplicate: true when it was already)",
+            400: "Body is not a JSON object",
             422: "Invalid field",
             503: "Journaling not available",
         },
