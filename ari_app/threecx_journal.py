@@ -414,6 +414,12 @@ def build_call_events(entry: JournalEntry, *, pbx_id: str) -> list[CallEvent]:
         steps.append((EventKind.RINGING, t.start, base, entry.agent, {}))
     if t.answer is not None:
         steps.append((EventKind.ANSWERED, t.answer, answered, entry.agent, {}))
+    if entry.agent and (inbound or t.answer is not None):
+        # Every card a RINGING or ANSWERED opened for the agent is closed (as for Asterisk).
+        leg: dict[str, object] = {"reason": "completed", "answered": t.answer is not None}
+        if t.answer is None:
+            leg["reason"] = "abandoned" if kind is CallType.MISSED else "no-answer"
+        steps.append((EventKind.LEG_ENDED, t.end, finished, entry.agent, leg))
     steps.append((EventKind.HANGUP, t.end, finished, None, {}))
     if kind is CallType.MISSED:
         steps.append((EventKind.DROPPED, t.end, finished, None, {}))

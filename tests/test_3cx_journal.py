@@ -120,10 +120,14 @@ def test_an_inbound_entry_with_its_own_answer_and_end_times_keeps_them() -> None
     assert [e.kind for e in events] == [
         EventKind.RINGING,
         EventKind.ANSWERED,
+        EventKind.LEG_ENDED,
         EventKind.HANGUP,
         EventKind.COMPLETED,
     ]
-    ringing, answered, hangup, completed = events
+    ringing, answered, leg_ended, hangup, completed = events
+    assert (leg_ended.extension, leg_ended.data) == (
+        answered.extension, {"reason": "completed", "answered": True}
+    )
     assert ringing.call.answer_time is None and not ringing.call.ended
     assert answered.at == datetime(2024, 5, 1, 10, 0, 10, tzinfo=UTC)
     assert answered.call.ring_seconds == 10

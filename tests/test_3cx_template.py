@@ -226,10 +226,12 @@ async def test_an_answered_inbound_call_is_journaled_as_the_asterisk_lifecycle(
         assert run.status == 200
         assert run.matched  # the Rule on call_id held
         call_id = run.response["call_id"]
-        await wait_for(lambda: len(kinds(site.events(), call_id)) == 4)
+        await wait_for(lambda: len(kinds(site.events(), call_id)) == 5)
         events = [e for e in site.events() if e["call_id"] == call_id]
-        assert [e["kind"] for e in events] == ["ringing", "answered", "hangup", "completed"]
-        assert [e["seq"] for e in events] == [1, 2, 3, 4]
+        assert [e["kind"] for e in events] == [
+            "ringing", "answered", "leg_ended", "hangup", "completed"
+        ]
+        assert [e["seq"] for e in events] == [1, 2, 3, 4, 5]
         final = events[-1]["call"]
         start = variables["CallStartTimeUTC"]
         assert final["source"] == "3cx"
@@ -252,8 +254,10 @@ async def test_a_missed_call_is_dropped_like_an_abandoned_asterisk_call(tmp_path
     async with running_site(tmp_path) as site:
         run = await runner(site).report_call(**report("Missed", Duration="00:00:20"))
         call_id = run.response["call_id"]
-        await wait_for(lambda: len(kinds(site.events(), call_id)) == 4)
-        assert kinds(site.events(), call_id) == ["ringing", "hangup", "dropped", "completed"]
+        await wait_for(lambda: len(kinds(site.events(), call_id)) == 5)
+        assert kinds(site.events(), call_id) == [
+            "ringing", "leg_ended", "hangup", "dropped", "completed"
+        ]
         final = site.events()[-1]["call"]
         assert final["disposition"] == "no-answer"
         assert final["talk_seconds"] == 0
@@ -268,9 +272,9 @@ async def test_outbound_calls_answered_or_not_are_journaled(tmp_path: Path) -> N
             **report("Notanswered", Number="+79161234568", Duration="00:00:00")
         )
         a, u = answered.response["call_id"], unanswered.response["call_id"]
-        await wait_for(lambda: len(kinds(site.events(), a)) == 3)
+        await wait_for(lambda: len(kinds(site.events(), a)) == 4)
         await wait_for(lambda: len(kinds(site.events(), u)) == 2)
-        assert kinds(site.events(), a) == ["answered", "hangup", "completed"]
+        assert kinds(site.events(), a) == ["answered", "leg_ended", "hangup", "completed"]
         assert kinds(site.events(), u) == ["hangup", "completed"]
         call = next(e["call"] for e in site.events() if e["call_id"] == a)
         assert (call["direction"], call["caller_number"], call["called_number"]) == (
@@ -289,13 +293,13 @@ async def test_a_retried_journal_entry_is_recorded_once(tmp_path: Path) -> None:
         assert first.response["duplicate"] is False
         assert again.response == {**first.response, "duplicate": True}
         call_id = first.response["call_id"]
-        await wait_for(lambda: len(kinds(site.events(), call_id)) == 4)
+        await wait_for(lambda: len(kinds(site.events(), call_id)) == 5)
         # The store holds the steps once; the retry queued nothing (the answer said so first).
         assert site.service.store is not None
         rows = await site.service.store.reader.execute_fetchall(
             "SELECT COUNT(*) FROM call_events WHERE call_id = ?", (call_id,)
         )
-        assert rows[0][0] == 4
+        assert rows[0][0] == 5
 
 
 async def test_journaling_switched_off_in_the_template_sends_nothing(tmp_path: Path) -> None:
@@ -322,9 +326,9 @@ async def test_a_dbn_note_after_a_journaled_call_joins_that_call(tmp_path: Path)
             },
         ) as resp:
             assert (await resp.json())["call_id"] == call_id
-        await wait_for(lambda: len(kinds(site.events(), call_id)) == 5)
+        await wait_for(lambda: len(kinds(site.events(), call_id)) == 6)
         note = [e for e in site.events() if e["call_id"] == call_id][-1]
-        assert (note["kind"], note["seq"]) == ("note", 5)
+        assert (note["kind"], note["seq"]) == ("note", 6)
         assert note["data"]["comments"] == "Order placed"
         await wait_for(lambda: len(site.dbn.notes) == 1)
 
@@ -358,12 +362,12 @@ async def test_the_same_entry_sent_twice_at_once_is_recorded_once(tmp_path: Path
         )
         assert sorted(run.response["duplicate"] for run in runs) == [False, True]
         call_id = runs[0].response["call_id"]
-        await wait_for(lambda: len(kinds(site.events(), call_id)) == 4)
+        await wait_for(lambda: len(kinds(site.events(), call_id)) == 5)
         assert site.service.store is not None
         rows = await site.service.store.reader.execute_fetchall(
             "SELECT COUNT(*) FROM outbox WHERE call_id = ?", (call_id,)
         )
-        assert rows[0][0] == 4  # one delivery per step to the webhook; dbn takes only notes
+        assert rows[0][0] == 5  # one delivery per step to the webhook; dbn takes only notes
 
 
 async def test_a_call_with_a_withheld_number_is_journaled_and_reaches_the_crm(
@@ -381,7 +385,7 @@ async def test_a_call_with_a_withheld_number_is_journaled_and_reaches_the_crm(
             call_ids.append(run.response["call_id"])
         assert len(set(call_ids)) == 2
         for call_id in call_ids:
-            await wait_for(lambda call_id=call_id: len(kinds(site.events(), call_id)) == 4)
+            await wait_for(lambda call_id=call_id: len(kinds(site.events(), call_id)) == 5)
             final = [e for e in site.events() if e["call_id"] == call_id][-1]["call"]
             assert final["caller_number"] is None
             assert final["disposition"] == "no-answer"
@@ -399,7 +403,7 @@ async def test_dates_survive_a_3cx_server_whose_locale_separates_time_with_dots(
         )
         assert run.status == 200, run.response
         call_id = run.response["call_id"]
-        await wait_for(lambda: len(kinds(site.events(), call_id)) == 4)
+        await wait_for(lambda: len(kinds(site.events(), call_id)) == 5)
         final = [e for e in site.events() if e["call_id"] == call_id][-1]["call"]
         assert (final["ring_seconds"], final["talk_seconds"]) == (10, 65)
 
@@ -414,7 +418,7 @@ async def test_variables_3cx_leaves_as_their_own_text_count_as_absent(tmp_path: 
         assert run.body["answeredUtc"].startswith("[[CallEstablishedTimeUTC]")
         assert run.status == 200, run.response
         call_id = run.response["call_id"]
-        await wait_for(lambda: len(kinds(site.events(), call_id)) == 4)
+        await wait_for(lambda: len(kinds(site.events(), call_id)) == 5)
         completed = [e for e in site.events() if e["call_id"] == call_id][-1]
         details = completed["data"]["3cx"]
         assert "agent_email" not in details and "entity_type" not in details
@@ -439,6 +443,6 @@ async def test_a_journal_field_that_is_no_text_or_number_gets_422(tmp_path: Path
         ) as resp:
             assert resp.status == 200
             call_id = (await resp.json())["call_id"]
-        await wait_for(lambda: len(kinds(site.events(), call_id)) == 4)
+        await wait_for(lambda: len(kinds(site.events(), call_id)) == 5)
         final = [e for e in site.events() if e["call_id"] == call_id][-1]["call"]
         assert (final["caller_number"], final["agent_extension"]) == ("79031234567", "101")
