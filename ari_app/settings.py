@@ -6,13 +6,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agi.settings import AgiSettings
 from ari_app.call_rules import CallRules
 from ari_app.http.settings import HttpSettings
 from ari_app.pbx_settings import PbxSettings
 from crm.adapters.base import AdapterConfig, parse_adapter_config
+from crm.recordings.settings import RecordingsSettings, apply_recordings
 from crm.store_settings import OutboxSettings, StoreSettings
 
 
@@ -35,6 +36,12 @@ class Settings(BaseModel):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     crm: list[AdapterConfig] = Field(default_factory=list)
     lookup: list[dict[str, Any]] = Field(default_factory=list)
+    recordings: RecordingsSettings | None = None  # absent: links to MixMonitor's files as-is
+
+    @model_validator(mode="after")
+    def _recordings(self) -> Settings:
+        apply_recordings(self.recordings, self.calls, self.crm)
+        return self
 
     @field_validator("lookup")
     @classmethod
