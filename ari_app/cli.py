@@ -148,6 +148,7 @@ async def _recordings(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     library = RecordingLibrary(recordings, settings.calls.recording_dir)
     store = await open_store(settings.store)
+    failed = False
     try:
         if args.action == "list":
             rows = await retention.list_files(library, store)
@@ -161,10 +162,11 @@ async def _recordings(args: argparse.Namespace, settings: Settings) -> int:
             for name in report.failed:
                 print(f"could not delete: {name}", file=sys.stderr)
             print(f"{len(report.deleted)} file(s) deleted")
+            failed = bool(report.failed)
     finally:
         await store.close()
         await library.close()
-    return 1 if args.action == "purge" and report.failed else 0
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
