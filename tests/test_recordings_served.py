@@ -8,11 +8,13 @@ one that does not exist is a 404, and a name that tries to leave the folder neve
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from ari_app.http.deps import HttpDeps
+from crm.model import Call, CallEvent, EventKind
 from crm.recordings.library import RecordingLibrary
 from crm.recordings.settings import RecordingsSettings
 from tests.fakes.crm_files import read_mp3
@@ -89,4 +91,31 @@ async def test_the_wav_format_serves_mixmonitor_files_as_they_are(tmp_path):
             assert r.status == 200 and await r.read() == SPEECH.read_bytes()
         async with server.session.get(server.url(url("1795418967.2.mp3")), headers=bearer()) as r:
             assert r.status == 404
+    await library.close()
+
+
+def completed(recording: str) -> CallEvent:
+    call = Call(
+        call_id="1795418967.2",
+        recording_file=recording,
+        recording_url=f"https://pbx.example/rec/{recording}",
+        ended=True,
+    )
+    return CallEvent(
+        call_id=call.call_id, seq=4, kind=EventKind.COMPLETED, at=datetime.now(UTC), call=call
+    )
+
+
+async def test_only_a_final_record_whose_file_cannot_be_served_loses_its_link(deps):
+    library = deps.recordings
+    assert library is not None
+    present, spaced = completed("1795418967.2.wav"), completed("call 1.wav")
+    answered = completed("gone.wav").model_copy(update={"kind": EventKind.ANSWERED})
+
+    checked = library.check_completed([present, spaced, answered])
+
+    assert checked[0] is present  # the file is there: the link stays
+    assert checked[1].call.recording_url is None
+    assert "file name pbxcrm does not serve" in (checked[1].call.recording_error or "")
+    assert checked[2] is answered  # only the final record is checked
     await library.close()

@@ -98,7 +98,7 @@ class RecordingLibrary:
             if event.kind is EventKind.COMPLETED and call.recording_file and (
                 call.recording_error is None
             ):
-                problem = quick_problem(self.source_path(call.recording_file))
+                problem = self._problem_with(call.recording_file)
                 if problem is not None:
                     log.warning("call %s: %s; the CRM gets no recording link", call.call_id,
                                 problem)
@@ -107,6 +107,14 @@ class RecordingLibrary:
                     event = event.model_copy(update={"call": call})
             checked.append(event)
         return checked
+
+    def _problem_with(self, original: str) -> str | None:
+        if relative_parts(original) is None:
+            return (
+                f"recording {original!r} has a file name pbxcrm does not serve (letters,"
+                " digits and . _ + - only)"
+            )
+        return quick_problem(self.source_path(original))
 
     def on_call_event(self, event: CallEvent) -> None:
         """Once a call's final record is stored, its recording is queued for conversion."""
