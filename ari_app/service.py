@@ -20,7 +20,12 @@ from ari_app.ami_events import tracked_frame_filter
 from ari_app.extension_owner import ExtensionOwners
 from ari_app.http.app import bound_port, start_http
 from ari_app.http.deps import HttpDeps
-from ari_app.originate import AmiOriginateBackend, OriginateService, StoreOriginateLog
+from ari_app.originate import (
+    AmiOriginateBackend,
+    OriginateRecord,
+    OriginateService,
+    StoreOriginateLog,
+)
 from ari_app.originate_relay import OriginateRelay
 from ari_app.pipeline import Pipeline
 from ari_app.settings import Settings
@@ -48,9 +53,12 @@ class Service:
         *,
         send: bool = True,
         http_session: aiohttp.ClientSession | None = None,
+        follow_pbx: bool = True,
     ) -> None:
         self.settings = settings
         self.send = send
+        # False: no AMI/ARI connection; events come from elsewhere (an ARI capture replayed).
+        self.follow_pbx = follow_pbx
         self._own_session = http_session is None
         self._session = http_session
         self.store: AnyStore | None = None
@@ -120,10 +128,15 @@ class Service:
         )
         self._tasks.append(asyncio.create_task(self._every(SPOOL_INTERVAL_SECONDS, spool.poll)))
         await self._sweep_originates()  # what a killed run left ringing gets its ending now
-        if settings.pbx.source == "ari":
+        if not self.follow_pbx:
+            pass
+        elif settings.pbx.source == "ari":
             await self._start_ari()
         else:
             await self._start_ami()
+        if self.originate is not None:
+            # A click-to-call's status answers how its call ended, once it has.
+            self.pipeline.add_call_listener(self.originate.on_call_event)
         if settings.agi.enabled:
             self.fastagi = await start_fastagi(settings.agi, self.scripts)
         if settings.http.enabled:
@@ -171,8 +184,30 @@ class Service:
         ami_settings = self.settings.pbx.ami
         pbx_id = self.settings.pbx.id
 
+        # Events that arrive while the channel list is outstanding wait for it: they happened
+        # after the channels it lists, and a Hangup read in the same chunk as the list's end
+        # would otherwise reach the tracker before the call it ends.
+        held: list[dict[str, str]] | None = None
+
+        def on_frame(frame: dict[str, str]) -> None:
+            if held is not None:
+                held.append(frame)
+            else:
+                pipeline.on_ami_frame(frame)
+
         async def reconcile() -> None:
+            nonlocal held
             metrics.ami_connected.labels(pbx_id).set(1)
+            assert self.ami is not None
+            held = []
+            try:
+                await channel_list()
+            finally:
+                frames, held = held, None
+                for frame in frames:
+                    pipeline.on_ami_frame(frame)
+
+        async def channel_list() -> None:
             assert self.ami is not None
             # The channel list tells which calls ended while we were away and which go on.
             response = await self.ami.send_action(
@@ -193,7 +228,7 @@ class Service:
 
         self.ami = AmiClient(
             ami_settings,
-            on_frame=pipeline.on_ami_frame,
+            on_frame=on_frame,
             on_connected=reconcile,
             on_disconnected=disconnected,
             frame_filter=tracked_frame_filter(),
@@ -209,6 +244,7 @@ class Service:
             owners=owners,
         )
         pipeline.add_frame_listener(self.originate.on_frame)
+        self.originate.add_send_listener(self._tell_tracker_the_number)
         self._closers.append(self.originate.close)
         await self.ami.start()
         self._start_relay(owners, originate_log)
@@ -240,10 +276,15 @@ class Service:
             owners=owners,
         )
         backend.bind(self.originate)
+        self.originate.add_send_listener(self._tell_tracker_the_number)
         stasis = StasisApp(self.ari, scripts, originate=backend)
         self._closers.extend([self.originate.close, stasis.close, backend.close])
         await self.ari.start()
         self._start_relay(owners, originate_log)
+
+    def _tell_tracker_the_number(self, record: OriginateRecord) -> None:
+        if self.pipeline is not None:
+            self.pipeline.tracker.expect_originate(record.id, record.dial_number)
 
     async def _extension_owners(self) -> ExtensionOwners | None:
         """Click-to-call routing between PBXs; only a shared (PostgreSQL) store has peers."""
