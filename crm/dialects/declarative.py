@@ -218,7 +218,9 @@ class DeclarativeAdapter(HttpAdapter):
         fill: Callable[[str], str],
         headers: dict[str, str],
     ) -> bytes:
-        served, content = await read_recording(self.recordings, event.call, self.name)
+        served, content = await read_recording(
+            self.recordings, event.call, self.name, self.config.timeout_seconds / 2
+        )
         content_type = content_type_of(spec, served)
         filename = safe_filename(fill(spec.filename) if spec.filename is not None else served)
         if spec.mode == "raw":

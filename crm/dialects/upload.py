@@ -36,7 +36,7 @@ class RecordingFiles(Protocol):
 
     def served_name(self, original: str) -> str: ...
 
-    async def ready(self, served: str) -> object: ...
+    async def ready(self, served: str, wait: float | None = None) -> object: ...
 
 
 class UploadSpec(BaseModel):
@@ -71,8 +71,13 @@ class _Collect:
         self.chunks.append(bytes(data))
 
 
-async def read_recording(files: RecordingFiles | None, call: Call, crm: str) -> tuple[str, bytes]:
-    """The served file name and its bytes; a DeliveryError saying why when there are none."""
+async def read_recording(
+    files: RecordingFiles | None, call: Call, crm: str, wait: float
+) -> tuple[str, bytes]:
+    """The served file name and its bytes; a DeliveryError saying why when there are none.
+
+    Waits at most `wait` for a conversion still running: the outbox gives the whole delivery
+    the adapter's `timeout_seconds`, and the upload itself needs the rest."""
     if files is None:  # guarded at config load; kept for adapters built by hand
         raise DeliveryError(f"{crm}: uploads need a [recordings] section", retryable=False)
     assert call.recording_file is not None
@@ -80,7 +85,7 @@ async def read_recording(files: RecordingFiles | None, call: Call, crm: str) -> 
     if call.recording_error is not None:
         raise DeliveryError(f"{crm}: no file to upload: {call.recording_error}", retryable=False)
     try:
-        path = await files.ready(served)
+        path = await files.ready(served, wait)
         data = await asyncio.to_thread(_read, path)
     except RecordingNotReady as exc:
         raise DeliveryError(f"{crm}: {exc}", retryable=True) from None

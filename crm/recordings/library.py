@@ -129,12 +129,14 @@ class RecordingLibrary:
 
     # -- files ----------------------------------------------------------------------------
 
-    async def ready(self, served: str) -> Path:
+    async def ready(self, served: str, wait: float | None = None) -> Path:
         """The file `served` names, converting it first if needed.
 
         Raises RecordingError (missing, broken, conversion failed: the reason is in the
-        message) or RecordingNotReady (still converting after `ready_wait_seconds`).
+        message) or RecordingNotReady (still converting after `wait`, by default
+        `ready_wait_seconds`).
         """
+        wait = self.settings.ready_wait_seconds if wait is None else wait
         if relative_parts(served) is None:
             raise RecordingError(f"{served!r} is not a recording name")
         if not self.converts(served):
@@ -153,12 +155,11 @@ class RecordingLibrary:
                 raise RecordingError(failure)
             job = self._schedule(served, 0.0)
         try:
-            async with asyncio.timeout(self.settings.ready_wait_seconds):
+            async with asyncio.timeout(wait):
                 return await asyncio.shield(job)
         except TimeoutError:
             raise RecordingNotReady(
-                f"recording {served} is still being converted after "
-                f"{self.settings.ready_wait_seconds:g}s"
+                f"recording {served} is still being converted after {wait:g}s"
             ) from None
 
     def failure(self, served: str) -> str | None:
