@@ -10,6 +10,7 @@ are read from the store at each sweep.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
@@ -107,6 +108,20 @@ async def sweep(
     keep = library.settings.keep_days if keep_days is None else keep_days
     pending = await pending_names(library, store)
     converting = set(library.pending())
+    # A spool of many thousand files takes a while to walk: not on the event loop.
+    report = await asyncio.to_thread(_delete_expired, library, now, keep, pending, converting)
+    if report.deleted or report.kept_pending:
+        log.info(
+            "recordings sweep: %d file(s) deleted, %d kept for deliveries still owed",
+            len(report.deleted),
+            len(report.kept_pending),
+        )
+    return report
+
+
+def _delete_expired(
+    library: RecordingLibrary, now: float, keep: float, pending: set[str], converting: set[str]
+) -> SweepReport:
     report = SweepReport()
     for stored in scan(library):
         owner = _owner(stored)
@@ -131,12 +146,6 @@ async def sweep(
             log.error("recording %s not deleted: %s", stored.path, exc.strerror)
             continue
         report.deleted.append(stored.name)
-    if report.deleted or report.kept_pending:
-        log.info(
-            "recordings sweep: %d file(s) deleted, %d kept for deliveries still owed",
-            len(report.deleted),
-            len(report.kept_pending),
-        )
     return report
 
 
