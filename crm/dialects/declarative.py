@@ -209,7 +209,6 @@ class DeclarativeAdapter(HttpAdapter):
             outcome.crm_data = answer
         return outcome
 
-
     async def _upload_body(
         self,
         spec: UploadSpec,
