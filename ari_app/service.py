@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -34,6 +34,9 @@ from crm import metrics
 from crm.adapters.base import Adapter, build_adapter
 from crm.model import Call, Direction, EventKind
 from crm.store_factory import AnyStore, backend_of, open_store
+
+if TYPE_CHECKING:
+    from crm.recordings.library import RecordingLibrary
 
 log = logging.getLogger("pbxcrm")
 
@@ -72,7 +75,7 @@ class Service:
         self.scripts: ScriptContext | None = None
         self.fastagi: FastAgiServer | None = None
         self.http: web.AppRunner | None = None
-        self.recordings: Any = None  # crm.recordings.library.RecordingLibrary with [recordings]
+        self.recordings: RecordingLibrary | None = None  # with a [recordings] section
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Callable[[], Awaitable[object]]] = []
 
