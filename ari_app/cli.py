@@ -1,4 +1,4 @@
-"""The `pbxcrm` command: run, demo, replay, check-config, outbox."""
+"""The `pbxcrm` command: run, demo, replay, check-config, outbox, recordings."""
 
 from __future__ import annotations
 
@@ -52,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     outbox.add_argument("--limit", type=int, default=50)
     outbox.add_argument("--id", type=int, action="append", dest="ids", help="row id (repeat)")
     outbox.add_argument("--older-than-days", type=float, default=7.0)
+
+    recordings = sub.add_parser("recordings", help="list recording files, delete old ones")
+    recordings.add_argument("action", choices=["list", "purge"])
+    recordings.add_argument("--config", default=DEFAULT_CONFIG)
+    recordings.add_argument(
+        "--older-than-days", type=float, default=None, help="default: [recordings] keep_days"
+    )
     return parser
 
 
@@ -128,6 +135,46 @@ async def _outbox(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _recordings(args: argparse.Namespace, settings: Settings) -> int:
+    from crm.recordings import retention
+    from crm.recordings.library import RecordingLibrary
+    from crm.recordings.settings import RecordingsSettings
+    from crm.store_factory import open_store
+
+    recordings = settings.recordings or RecordingsSettings()
+    keep_days = args.older_than_days if args.older_than_days is not None else (
+        recordings.keep_days
+    )
+    if args.action == "purge" and keep_days <= 0 and recordings.keep_original:
+        print(
+            "recordings purge: nothing to do: keep_days = 0 keeps recordings forever;"
+            " give --older-than-days N",
+            file=sys.stderr,
+        )
+        return 2
+    library = RecordingLibrary(recordings, settings.calls.recording_dir)
+    store = await open_store(settings.store)
+    failed = False
+    try:
+        if args.action == "list":
+            rows = await retention.list_files(library, store)
+            for row in rows:
+                print(json.dumps(row, ensure_ascii=False))
+            print(f"{len(rows)} file(s)", file=sys.stderr)
+        else:
+            report = await retention.sweep(library, store, store.now(), keep_days=keep_days)
+            for name in report.kept_pending:
+                print(f"kept (delivery pending): {name}")
+            for name in report.failed:
+                print(f"could not delete: {name}", file=sys.stderr)
+            print(f"{len(report.deleted)} file(s) deleted")
+            failed = bool(report.failed)
+    finally:
+        await store.close()
+        await library.close()
+    return 1 if failed else 0
+
+
 def pbx_address(settings: Settings) -> str:
     """Where pbxcrm follows the PBX: the AMI host:port, or the ARI URL and app."""
     if settings.pbx.source == "ari":
@@ -180,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.logging.level, settings.logging.format)
     if args.command == "run":
         return asyncio.run(_run(settings))
+    if args.command == "recordings":
+        return asyncio.run(_recordings(args, settings))
     return asyncio.run(_outbox(args, settings))
 
 

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -34,6 +34,9 @@ from crm import metrics
 from crm.adapters.base import Adapter, build_adapter
 from crm.model import Call, Direction, EventKind
 from crm.store_factory import AnyStore, backend_of, open_store
+
+if TYPE_CHECKING:
+    from crm.recordings.library import RecordingLibrary
 
 log = logging.getLogger("pbxcrm")
 
@@ -72,6 +75,7 @@ class Service:
         self.scripts: ScriptContext | None = None
         self.fastagi: FastAgiServer | None = None
         self.http: web.AppRunner | None = None
+        self.recordings: RecordingLibrary | None = None  # with a [recordings] section
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Callable[[], Awaitable[object]]] = []
 
@@ -102,6 +106,7 @@ class Service:
             source=settings.pbx.source,
         )
         await self.pipeline.restore()
+        self._start_recordings()
         agent = settings.http.agent
         self.agent_board = AgentBoard(
             directions=agent.directions,
@@ -147,9 +152,33 @@ class Service:
                     metrics_registry=metrics.REGISTRY,
                     pipeline=self.pipeline,
                     agent_board=self.agent_board,
+                    recordings=self.recordings,
                 )
             )
             log.info("HTTP port on %s:%d", settings.http.host, self.http_port)
+
+    def _start_recordings(self) -> None:
+        """`[recordings]`: the file check before the final record is stored, conversion after
+        it, uploads for the adapters that send files, and the retention sweep."""
+        recordings = self.settings.recordings
+        if recordings is None:
+            return
+        from crm.recordings import retention
+        from crm.recordings.library import RecordingLibrary, attach
+
+        assert self.pipeline is not None and self.store is not None
+        library = self.recordings = RecordingLibrary(recordings, self.settings.calls.recording_dir)
+        self.pipeline.set_event_check(library.check_completed)
+        self.pipeline.add_call_listener(library.on_call_event)
+        attach(self.adapters, library)
+        store = self.store
+
+        async def sweep() -> None:
+            await retention.sweep(library, store, store.now())
+
+        if recordings.keep_days > 0 or not recordings.keep_original:
+            interval = recordings.sweep_interval_minutes * 60
+            self._tasks.append(asyncio.create_task(self._every(interval, sweep)))
 
     async def _start_ami(self) -> None:
         pipeline = self.pipeline
@@ -360,6 +389,8 @@ class Service:
             await self.pipeline.drain()
         if self.outbox is not None:
             await self.outbox.stop()
+        if self.recordings is not None:  # after the outbox: an upload may wait for a file
+            await self.recordings.close()
         for adapter in self.adapters:
             await adapter.close()
         if self.store is not None:

@@ -16,6 +16,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from agi.settings import AgiSettings
@@ -24,6 +25,7 @@ from ari_app.config_locator import TomlLines, describe_location
 from ari_app.http.settings import HttpSettings
 from ari_app.pbx_settings import PbxSettings
 from crm.adapters.base import AdapterConfig, parse_adapter_config
+from crm.recordings.settings import RecordingsSettings, apply_recordings
 from crm.secrets import SECRET_UNAVAILABLE, SECRETS_CONTEXT_KEY
 from crm.store_settings import OutboxSettings, StoreSettings
 
@@ -76,6 +78,12 @@ class Settings(BaseModel):
     lookup: list[Annotated[dict[str, Any], AfterValidator(_lookup_block)]] = Field(
         default_factory=list
     )
+    recordings: RecordingsSettings | None = None  # absent: links to MixMonitor's files as-is
+
+    @model_validator(mode="after")
+    def _recordings(self) -> Settings:
+        apply_recordings(self.recordings, self.calls, self.crm)
+        return self
 
     @field_validator("lookup")
     @classmethod
