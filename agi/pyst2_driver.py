@@ -7,7 +7,7 @@ value is "hangup" into a hang-up, does not escape `"`, `\\` or newline, and trac
 to stderr. Here: replies go through agi.channel.ReplyReader like FastAGI's, every argument
 through agi.protocol.quote_arg, and the trace goes nowhere.
 
-Config: only `[agi]` and `[[lookup]]` are read.
+Config: only `[agi]` and `[[lookup]]` are read (agi.classic finds the file).
 """
 
 from __future__ import annotations
@@ -108,7 +108,10 @@ def spool_sink(path: Path) -> SurveySink:
 def load_config(path: str | None) -> tuple[AgiSettings, list[dict[str, Any]]]:
     """`[agi]` and `[[lookup]]` of the pbxcrm config (raises ValueError, worded for an admin)."""
     if not path:
-        return AgiSettings(), []
+        raise ValueError(
+            "no config: create /etc/pbxcrm/agi.toml ([agi] and [[lookup]] only, readable by the"
+            " asterisk user) or pass --config=PATH in AGI(); see docs/agi.md"
+        )
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -122,6 +125,9 @@ def load_config(path: str | None) -> tuple[AgiSettings, list[dict[str, Any]]]:
     lookups = raw.get("lookup", [])
     if not isinstance(lookups, list):
         raise ValueError(f"{path}: lookup must be [[lookup]] blocks")
+    if not lookups:
+        # Said here, once, so it is not taken for a CRM outage ("no lookup source").
+        log.warning("%s has no [[lookup]] block: caller_check answers ERROR for every caller", path)
     return settings, lookups
 
 

@@ -224,3 +224,28 @@ def test_environment_with_a_line_break_in_an_argument_cannot_forge_a_line():
         b"",
         b"",
     ]
+
+
+@pytest.mark.parametrize(
+    ("body", "address"),
+    [
+        ("[agi]\nport = 4600\n", ("127.0.0.1", 4600)),
+        ('[agi]\nhost = "0.0.0.0"\n', ("0.0.0.0", 4573)),
+        ("[[lookup]]\ntype = 'local'\n", ("127.0.0.1", 4573)),
+        ("[agi]\nclassic_via_daemon = false\n", None),
+        ("[agi]\nenabled = false\n", None),  # the daemon does not listen
+        ("[agi]\nport = 0\n", None),  # an ephemeral port cannot be found from here
+        ("[agi]\nport = 'x'\n", None),  # the in-process driver names the mistake
+        ("[agi\n", None),
+    ],
+)
+def test_where_the_daemon_is_comes_from_the_configs_agi_section(tmp_path, body, address):
+    from agi.classic import daemon_address
+
+    assert daemon_address(str(write_config(tmp_path, body))) == address
+
+
+def test_without_a_config_no_daemon_is_guessed():
+    from agi.classic import daemon_address
+
+    assert daemon_address(None) is None

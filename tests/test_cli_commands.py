@@ -73,19 +73,22 @@ async def test_dead_letters_are_listed_and_retried(tmp_path: Path) -> None:
     await crm.start()
     try:
         config = write_config(tmp_path, crm.url)
-        code, _, err = await pbxcrm("replay", str(ami_path("inbound_abandoned_while_ringing")),
-                                    "--config", str(config), "--send")
-        assert code == 0, err
+        # --store: the deliveries stay in the config's store for `outbox` to find.
+        code, out, err = await pbxcrm("replay", str(ami_path("inbound_abandoned_while_ringing")),
+                                      "--config", str(config), "--send",
+                                      "--store", str(tmp_path / "store.sqlite3"))
+        assert code == 1, err  # dead letters: the replay says the CRM did not take everything
+        assert "Delivered 0, dead " in out and ", pending 0." in out
         code, out, _ = await pbxcrm("outbox", "list", "--state", "dead", "--config", str(config))
         rows = [json.loads(line) for line in out.splitlines()]
-        assert code == 0 and len(rows) == 4
+        assert code == 0 and len(rows) == 5
         assert all(row["last_status"] == 422 for row in rows)
         assert "unknown agent" in rows[0]["last_response"]
         code, out, _ = await pbxcrm("outbox", "retry", "--config", str(config))
-        assert code == 0 and out.startswith("4 ")
+        assert code == 0 and out.startswith("5 ")
         code, out, _ = await pbxcrm("outbox", "list", "--state", "pending", "--config",
                                     str(config))
-        assert len(out.splitlines()) == 4
+        assert len(out.splitlines()) == 5
     finally:
         await crm.stop()
 
