@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
@@ -34,16 +35,22 @@ async def run_group_commit(
 ) -> None:
     """Commit queued writes in batches until a None arrives (what was queued before it is
     still committed)."""
+    loop = asyncio.get_running_loop()
     stopping = False
+    last_commit_ended = -math.inf
     while not stopping:
         first = await queue.get()
         if first is None:
             break
-        # In a burst (more writes already waiting), let the rest of it join this transaction,
-        # unless a full batch is already waiting. A write that comes alone is committed at
+        # While writes come in a burst (others already waiting) or keep coming (the last
+        # commit ended within the window), let more join this transaction, unless a full batch
+        # is already waiting. A write that finds the writer idle and alone is committed at
         # once: waiting for company that is not coming only delayed it (at 1,000 events/s a
-        # call's hangup step reached the CRM a whole window later).
-        if window_seconds > 0 and 0 < queue.qsize() * 2 < max_batch:
+        # call's hangup step reached the CRM a window later). Measured both ways: committing
+        # every lone write at once cost click-to-call a fifth of its saturation rate.
+        waiting = queue.qsize()
+        busy = waiting > 0 or loop.time() - last_commit_ended < window_seconds
+        if busy and window_seconds > 0 and waiting * 2 < max_batch:
             await asyncio.sleep(window_seconds)
         batch: list[W] = [first]
         weight = first.weight
@@ -64,6 +71,7 @@ async def run_group_commit(
             for op in batch:
                 if not op.future.done():
                     op.future.set_exception(exc)
+        last_commit_ended = loop.time()
 
 
 async def commit_batch(
