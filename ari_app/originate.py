@@ -28,6 +28,7 @@ import phonenumbers
 from ari_app.ami import AmiActionTimeout, AmiConnectionLost, AmiNotConnected
 from ari_app.extension_owner import ExtensionOwners
 from ari_app.http.settings import FraudRules, OriginateSettings
+from crm.shutdown import finish_within
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("pbxcrm.audit")
@@ -600,7 +601,7 @@ class OriginateService:
         for handle in self._watchdogs.values():
             handle.cancel()
         self._watchdogs.clear()
-        await self.flush()
+        await finish_within(self.flush(), "click-to-call state writes")
 
 
 def record_json(record: OriginateRecord) -> str:
