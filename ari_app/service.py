@@ -113,6 +113,8 @@ class Service:
         )
         self._tasks.append(asyncio.create_task(self._every(SWEEP_INTERVAL_SECONDS,
                                                            self._sweep)))
+        self._tasks.append(asyncio.create_task(
+            self._every(settings.calls.heartbeat_seconds, self._heartbeat)))
         spool = SurveySpoolReader(
             settings.agi.survey_spool, self.store, self.record_survey, pbx_id=settings.pbx.id
         )
@@ -275,6 +277,10 @@ class Service:
                 await job()
             except Exception:
                 log.exception("periodic job %s failed; will try again", job)
+
+    async def _heartbeat(self) -> None:
+        assert self.pipeline is not None
+        await self.pipeline.heartbeat()
 
     async def _sweep(self) -> None:
         assert self.pipeline is not None
