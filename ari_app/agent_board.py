@@ -1,7 +1,7 @@
 """The agents' live board: which call shows a card at which extension, fed by the pipeline.
 
 Rules (what agents of ring-all groups and queues expect):
-- a leg ringing at an extension shows the call there;
+- a leg ringing at an extension shows the call there, until that leg ends (LEG_ENDED);
 - once someone answers, the card stays only with the agent who answered: every other
   extension that rang loses it (and a later transfer target takes it over);
 - when the conversation ends the answering agent keeps the card, marked ended, to write the
@@ -108,6 +108,15 @@ class AgentBoard:
                     event.call_id, event.extension, "ringing", call, self._clock()
                 )
                 touched.add(event.extension)
+        if event.kind is EventKind.LEG_ENDED and event.extension in cards:
+            # That phone's part is over: a ring that was not answered there goes, an agent
+            # who talked keeps an ended card for the note.
+            card = cards[event.extension]
+            if card.state == "ringing":
+                del cards[event.extension]
+            elif card.state == "answered":
+                self._end(card)
+            touched.add(event.extension)
         answerer = event.extension if event.kind is EventKind.ANSWERED else None
         if answerer is None and call.answer_time is not None:
             answerer = call.agent_extension  # a transfer moves the call without ANSWERED

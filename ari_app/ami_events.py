@@ -57,9 +57,11 @@ TRACKED_EVENTS: frozenset[str] = frozenset(
 )
 
 # VarSet is most of the traffic; only these variables matter (names without the `_`/`__`
-# inheritance marks). CRM_* and SURVEY_* are the IVR's results.
+# inheritance marks). CRM_* and SURVEY_* are the IVR's results. TRANSFERERNAME names the agent
+# who started an attended transfer on the consult channels: it ties them to the caller's call
+# where the source gives no Linkedid (ARI).
 TRACKED_VARIABLES: frozenset[str] = frozenset(
-    {"MIXMONITOR_FILENAME", "MONITOR_FILE", "VMSTATUS", "ANSWEREDTIME_MS"}
+    {"MIXMONITOR_FILENAME", "MONITOR_FILE", "VMSTATUS", "ANSWEREDTIME_MS", "TRANSFERERNAME"}
 )
 TRACKED_VARIABLE_PREFIXES: tuple[str, ...] = ("CRM_", "SURVEY_")
 

@@ -7,8 +7,11 @@ Where ARI and AMI differ:
 * Asterisk 22's ARI channel JSON has no Linkedid. Asterisk gives a dialled channel the Linkedid
   of the channel that dialled it, so the mapper holds a new `Down` channel's events back until
   the `Dial` event names its caller (or until anything else happens to it: then it is a call of
-  its own, e.g. an ARI originate, and its own id is its Linkedid). Channels that were created
-  by a Local channel pair or by a dialplan `Originate()` cannot be linked this way.
+  its own, e.g. an ARI originate, and its own id is its Linkedid). A `Ringing` state change
+  does not end the wait: Asterisk sometimes sends the dialled phone's ChannelStateChange before
+  the Dial event that names its caller. The `;2` half of a Local pair takes the Linkedid of its
+  `;1` half (and waits with it). Whatever is still guessed here the tracker corrects when a dial
+  or TRANSFERERNAME joins two channels (ari_app/tracker.py).
 * AMI `Newexten` = ARI `ChannelDialplan`; AMI `VarSet` = ARI `ChannelVarset` (with
   subscribeAll); AMI `DialBegin`/`DialEnd` = ARI `Dial` with an empty / a final `dialstatus`.
 * ARI has no `MixMonitorStart`, `MessageWaiting`, `QueueCallerJoin`, `AgentConnect` or
@@ -101,12 +104,20 @@ def channel_snapshot(
 class _Pending:
     """A new channel whose Linkedid is not known yet, and what happened to it meanwhile."""
 
-    __slots__ = ("channel", "events", "ts")
+    __slots__ = ("channel", "events", "followers", "follows", "ts")
 
-    def __init__(self, channel: Channel, ts: float) -> None:
+    def __init__(self, channel: Channel, ts: float, follows: str | None = None) -> None:
         self.channel = channel
         self.ts = ts
         self.events: list[ChannelEvent] = []
+        self.follows = follows  # a Local `;2` waits for its `;1` half's Linkedid
+        self.followers: list[str] = []
+
+
+def _local_partner_name(name: str) -> str | None:
+    if not name.startswith("Local/") or name[-2:] not in (";1", ";2"):
+        return None
+    return name[:-1] + ("2" if name[-1] == "1" else "1")
 
 
 class AriEventMapper:
@@ -115,6 +126,7 @@ class AriEventMapper:
     def __init__(self) -> None:
         self._linkedids: dict[str, str] = {}
         self._pending: dict[str, _Pending] = {}
+        self._ids_by_name: dict[str, str] = {}  # live channels: name -> id (Local pairs)
 
     def linkedid_of(self, channel_id: str) -> str | None:
         return self._linkedids.get(channel_id)
@@ -131,12 +143,26 @@ class AriEventMapper:
         for channel_id in list(self._pending):
             if channel_id not in live_ids:
                 del self._pending[channel_id]
+        for name, channel_id in list(self._ids_by_name.items()):
+            if channel_id not in live_ids:
+                del self._ids_by_name[name]
 
     def map(self, event: AriEvent) -> list[ChannelEvent]:
         """One ARI event -> zero or more channel events, in the order the tracker must see them."""
         ts = event.timestamp.timestamp()
         if isinstance(event, ChannelCreatedEvent):
             channel = event.channel
+            self._ids_by_name[channel.name] = channel.id
+            partner_name = _local_partner_name(channel.name)
+            partner_id = self._ids_by_name.get(partner_name) if partner_name else None
+            if partner_id is not None and partner_id in self._pending:
+                self._pending[channel.id] = _Pending(channel, ts, follows=partner_id)
+                self._pending[partner_id].followers.append(channel.id)
+                return []
+            if partner_id is not None and partner_id in self._linkedids:
+                linkedid = self._linkedids[partner_id]
+                self._linkedids[channel.id] = linkedid
+                return [_created(channel, ts, linkedid)]
             if channel.state == "Down":
                 # Dialled or originated: its Linkedid comes with the Dial event (module doc).
                 self._pending[channel.id] = _Pending(channel, ts)
@@ -157,6 +183,8 @@ class AriEventMapper:
         if isinstance(event, ChannelStateChangeEvent):
             channel = event.channel
             changed = ChannelStateChanged(ts, channel.id, channel.state, channel.connected.number)
+            if channel.state != "Up":
+                return self._held_or_out(channel.id, [changed])
             return [*self._flushed(channel.id), changed]
         if isinstance(event, ChannelEnteredBridgeEvent):
             entered = BridgeEntered(ts, event.channel.id, event.bridge.id)
@@ -167,6 +195,8 @@ class AriEventMapper:
         if isinstance(event, ChannelDestroyedEvent):
             out = self._flushed(event.channel.id)
             self._linkedids.pop(event.channel.id, None)
+            if self._ids_by_name.get(event.channel.name) == event.channel.id:
+                del self._ids_by_name[event.channel.name]
             return [*out, ChannelHungUp(ts, event.channel.id, event.cause, event.cause_txt)]
         if isinstance(event, BridgeBlindTransferEvent):
             if event.result not in ("", "Success"):
@@ -192,6 +222,8 @@ class AriEventMapper:
         peer = event.peer
         caller_id = event.caller.id if event.caller else None
         out: list[ChannelEvent] = []
+        if caller_id is not None and caller_id in self._pending:
+            out += self._flushed(caller_id)  # it dials, so it exists: the tracker needs it first
         if peer.id in self._pending:
             linkedid = peer.id
             if caller_id is not None:
@@ -233,12 +265,20 @@ class AriEventMapper:
         return []
 
     def _flushed(self, channel_id: str) -> list[ChannelEvent]:
-        if channel_id not in self._pending:
+        pending = self._pending.get(channel_id)
+        if pending is None:
             return []
+        if pending.follows is not None and pending.follows in self._pending:
+            # Its `;1` half is still unlinked: the pair is a call of its own, together.
+            return self._flush(pending.follows, pending.follows)
         # Something other than a Dial happened first: nobody dialled it, it is its own call.
         return self._flush(channel_id, channel_id)
 
     def _flush(self, channel_id: str, linkedid: str) -> list[ChannelEvent]:
         pending = self._pending.pop(channel_id)
         self._linkedids[channel_id] = linkedid
-        return [_created(pending.channel, pending.ts, linkedid), *pending.events]
+        out = [_created(pending.channel, pending.ts, linkedid), *pending.events]
+        for follower in pending.followers:
+            if follower in self._pending:
+                out += self._flush(follower, linkedid)
+        return out

@@ -30,11 +30,18 @@ class TrackedChannel:
     uniqueid: str
     channel: str
     endpoint: str
-    extension: str | None  # set for agent phones
+    extension: str | None  # set for agent phones (never for Local channels)
     is_trunk: bool
     call: CallState
     answered: bool = False  # this leg was answered as the target of a dial
     alive: bool = True
+    is_local: bool = False  # one half of a Local/...;1 / ;2 pair: plumbing, never a party
+    rang: bool = False  # RINGING was sent for this agent leg
+    talked: bool = False  # ANSWERED was sent for this agent leg
+    leg_ended: bool = False  # LEG_ENDED was sent for it
+    transferred: bool = False  # left the call by handing the caller on
+    dial_status: str | None = None  # the DialEnd status of the dial that rang it
+    reaches: str | None = None  # the channel this one's answered dial connected it to
 
 
 @dataclass(slots=True)
@@ -60,6 +67,9 @@ class CallState:
     pbx_answered: bool = False  # the PBX itself answered the customer (IVR, queue, voicemail)
     talk_end_ts: float | None = None
     terminating_party: Party | None = None
+    # The channel whose hangup request set talk_end_ts/terminating_party: a transferer's
+    # request (it completes an attended transfer) is taken back when the transfer is seen.
+    end_requested_by: str | None = None
     agent_extension: str | None = None
     rang: list[str] = field(default_factory=list)
     in_voicemail: bool = False

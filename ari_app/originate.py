@@ -327,6 +327,7 @@ class OriginateService:
         self._rate = RateLimiter()
         self._watchdogs: dict[str, asyncio.TimerHandle] = {}
         self._listeners: list[Callable[[OriginateRecord], Awaitable[None] | None]] = []
+        self._send_listeners: list[Callable[[OriginateRecord], None]] = []
         self._pending_saves: set[asyncio.Task[None]] = set()
 
     # -- request side ------------------------------------------------------------------------
@@ -445,6 +446,8 @@ class OriginateService:
         }
 
     async def _send(self, record: OriginateRecord) -> None:
+        for listener in self._send_listeners:
+            listener(record)
         try:
             response = await self.backend.originate(
                 self._action(record), timeout=self._action_timeout
@@ -530,6 +533,11 @@ class OriginateService:
 
     def add_listener(self, listener: Callable[[OriginateRecord], Awaitable[None] | None]) -> None:
         self._listeners.append(listener)
+
+    def add_send_listener(self, listener: Callable[[OriginateRecord], None]) -> None:
+        """Told of each request just before its Originate goes out (the call tracker learns
+        the number it dials, which the PBX's events name only once the client's leg starts)."""
+        self._send_listeners.append(listener)
 
     def _set(
         self, record: OriginateRecord, state: OriginateState, reason: str | None

@@ -19,7 +19,12 @@ from ari_app.ami_events import tracked_frame_filter
 from ari_app.extension_owner import ExtensionOwners
 from ari_app.http.app import bound_port, start_http
 from ari_app.http.deps import HttpDeps
-from ari_app.originate import AmiOriginateBackend, OriginateService, StoreOriginateLog
+from ari_app.originate import (
+    AmiOriginateBackend,
+    OriginateRecord,
+    OriginateService,
+    StoreOriginateLog,
+)
 from ari_app.originate_relay import OriginateRelay
 from ari_app.pipeline import Pipeline
 from ari_app.settings import Settings
@@ -185,6 +190,7 @@ class Service:
             owners=owners,
         )
         pipeline.add_frame_listener(self.originate.on_frame)
+        self.originate.add_send_listener(self._tell_tracker_the_number)
         self._closers.append(self.originate.close)
         await self.ami.start()
         self._start_relay(owners, originate_log)
@@ -216,10 +222,15 @@ class Service:
             owners=owners,
         )
         backend.bind(self.originate)
+        self.originate.add_send_listener(self._tell_tracker_the_number)
         stasis = StasisApp(self.ari, scripts, originate=backend)
         self._closers.extend([self.originate.close, stasis.close, backend.close])
         await self.ari.start()
         self._start_relay(owners, originate_log)
+
+    def _tell_tracker_the_number(self, record: OriginateRecord) -> None:
+        if self.pipeline is not None:
+            self.pipeline.tracker.expect_originate(record.id, record.dial_number)
 
     async def _extension_owners(self) -> ExtensionOwners | None:
         """Click-to-call routing between PBXs; only a shared (PostgreSQL) store has peers."""

@@ -12,7 +12,23 @@ calls, whether they come from AMI, ARI or a test. The rules it applies, in the w
   for this, since Asterisk reports 127 on abandoned calls and 0 after voicemail. A call that
   ended with no party request (dialplan Hangup(), shutdown, lost PBX) was ended by the system.
 - Ring time is DialBegin -> DialEnd of the dial that connected the call (or of all dials for a
-  call nobody answered); talk time runs from the answer to the first hangup request.
+  call nobody answered; a pickup counts from the first ring); talk time runs from the first
+  answer to the end of the customer's conversation, across transfers.
+
+Calls with more than two people:
+- The agent is who finally talked to the customer: the first answer, then whoever the
+  customer's own channel dials and reaches (blind transfer, second dial), or the target of an
+  attended transfer once it completes. A consult dial alone does not move the call.
+- Every agent leg that rang is in `rang_extensions`; every hand-over is in `transfers`.
+- A transferring agent's hangup request (it completes an attended transfer) is taken back once
+  the transfer is seen: it neither ends the talk time nor names who hung up.
+- Local channels (`;1`/`;2` pairs, `/n`) are never agents: the agent is the phone the `;2` half
+  reached (queues with Local members, ring groups through Local channels, consult calls).
+- A channel dialled by (or answering a dial of) another call's channel joins that call: the
+  phone that picked up with `*8` (it had a Linkedid of its own), or a channel whose Linkedid
+  the source could only guess (ARI). TRANSFERERNAME joins consult channels to the caller's call.
+- Per agent leg: RINGING, then ANSWERED if that agent talked, then exactly one LEG_ENDED with
+  the reason (ari_app/agent_legs.py), so a CRM's per-agent card always closes.
 """
 
 from __future__ import annotations
@@ -22,6 +38,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Collection
 
+from ari_app.agent_legs import ANSWERED_ELSEWHERE_CAUSE, leg_end_reason
 from ari_app.call_rules import CallRules
 from ari_app.call_state import (
     CallState,
@@ -85,6 +102,10 @@ class CallTracker:
         # delivered after it must not bring them back.
         self._gone: OrderedDict[str, None] = OrderedDict()
         self._closed_linkedids: OrderedDict[str, None] = OrderedDict()
+        self._by_name: dict[str, TrackedChannel] = {}  # live channels by channel name
+        # Click-to-call requests pbxcrm sent: their id (CRM_CALL_ID) -> the number dialled,
+        # which the PBX's events name only once the client's leg starts.
+        self._originated: OrderedDict[str, str] = OrderedDict()
 
     # -- public ---------------------------------------------------------------------------
 
@@ -155,6 +176,12 @@ class CallTracker:
         self._calls[state.call_id] = state
         self._by_linkedid[state.call_id] = state
 
+    def expect_originate(self, originate_id: str, number: str) -> None:
+        """pbxcrm asked the PBX to dial `number` for click-to-call `originate_id`."""
+        self._originated[originate_id] = number
+        if len(self._originated) > _GONE_REMEMBERED:
+            self._originated.popitem(last=False)
+
     def call_id_of(self, uniqueid: str) -> str | None:
         """The open call a channel (or a call id) belongs to, if any."""
         chan = self._channels.get(uniqueid)
@@ -205,13 +232,32 @@ class CallTracker:
 
     def _classify(self, channel: str, context: str) -> tuple[str, str | None, bool]:
         endpoint = endpoint_of(channel)
+        if channel.startswith("Local/"):
+            # A Local pair is dialplan plumbing in front of the real phone (queue members,
+            # ring groups, consult calls): the agent is the device it dials, never the pair.
+            return endpoint, None, False
         is_trunk = endpoint in self._trunk_endpoints or context in self._trunk_contexts
         extension = None
-        if not is_trunk:
-            bare = endpoint.split("@", 1)[0] if channel.startswith("Local/") else endpoint
-            if self._agent_pattern.match(bare):
-                extension = bare
+        if not is_trunk and self._agent_pattern.match(endpoint):
+            extension = endpoint
         return endpoint, extension, is_trunk
+
+    def _local_partner(self, channel: str) -> TrackedChannel | None:
+        """`Local/x@ctx-0001;1` <-> `;2`: the other half of a Local pair, if tracked."""
+        if not channel.startswith("Local/") or channel[-2:] not in (";1", ";2"):
+            return None
+        other = channel[:-1] + ("2" if channel[-1] == "1" else "1")
+        return self._by_name.get(other)
+
+    def _device_behind(self, chan: TrackedChannel | None) -> TrackedChannel | None:
+        """The phone a Local channel leads to: its other half's answered dial."""
+        for _ in range(8):  # Local chains are short; a loop in bad data must not hang us
+            if chan is None or not chan.is_local:
+                return chan
+            partner = self._local_partner(chan.channel)
+            reached = partner.reaches if partner is not None else None
+            chan = self._channels.get(reached) if reached is not None else None
+        return None
 
     # -- event handlers -------------------------------------------------------------------
 
@@ -263,8 +309,10 @@ class CallTracker:
             self._calls[state.call_id] = state
             self._by_linkedid[linkedid] = state
         chan = TrackedChannel(uniqueid, channel, endpoint, extension, is_trunk, state)
+        chan.is_local = channel.startswith("Local/")
         state.channels[uniqueid] = chan
         self._channels[uniqueid] = chan
+        self._by_name[channel] = chan
         state.last_ts = max(state.last_ts, ts)
         state.touched = self._tick
         return chan
@@ -293,6 +341,7 @@ class CallTracker:
         dest = self._chan(ev.dest_uniqueid, ev.ts)
         if dest is None:
             return []
+        out = self._join_dialled(ev.uniqueid, dest, ev.ts)
         state = dest.call
         state.dial_started[dest.uniqueid] = ev.ts
         if state.first_ring_ts is None:
@@ -304,44 +353,105 @@ class CallTracker:
             if number:
                 state.called_number = number
         if dest.extension is None:
-            return []
+            return out
         if ev.uniqueid is not None and state.direction is Direction.INTERNAL:
             state.called_number = state.called_number or dest.extension
+        if dest.rang:
+            return out  # a repeated DialBegin
+        dest.rang = True
         if dest.extension not in state.rang:
             state.rang.append(dest.extension)
-        return [self._emit(state, EventKind.RINGING, ev.ts, extension=dest.extension)]
+        out.append(self._emit(state, EventKind.RINGING, ev.ts, extension=dest.extension))
+        return out
+
+    def _join_dialled(self, caller_uniqueid: str | None, dest: TrackedChannel,
+                      ts: float) -> list[CallEvent]:
+        """A dial between channels of two calls makes them one: the dialled channel's call
+        was only a guess (ARI gives no Linkedid) or a pickup's own short-lived call."""
+        caller = self._channels.get(caller_uniqueid) if caller_uniqueid else None
+        if caller is None or caller.call is dest.call:
+            return []
+        return self._join(dest.call, caller.call, ts)
+
+    def _join(self, absorbed: CallState, into: CallState, ts: float) -> list[CallEvent]:
+        if absorbed is into:
+            return []
+        if absorbed.seq > 0:
+            return self._merge(absorbed, into, ts)  # the CRM already saw it: close it
+        # Nothing was sent for it yet: it simply never was a call of its own.
+        for uniqueid, chan in absorbed.channels.items():
+            chan.call = into
+            into.channels[uniqueid] = chan
+        for linkedid in absorbed.linkedids:
+            self._by_linkedid[linkedid] = into
+            into.linkedids.add(linkedid)
+        into.dial_started.update(absorbed.dial_started)
+        absorbed.channels.clear()
+        self._calls.pop(absorbed.call_id, None)
+        return []
 
     def _on_dial_ended(self, ev: DialEnded) -> list[CallEvent]:
         dest = self._chan(ev.dest_uniqueid, ev.ts)
         if dest is None:
             return []
+        caller = self._channels.get(ev.uniqueid) if ev.uniqueid else None
+        # Answered by a phone this call never dialled: a pickup (its own call joins this one).
+        picked_up = (
+            caller is not None
+            and caller.call is not dest.call
+            and not dest.rang
+            and dest.uniqueid not in caller.call.dial_started
+        )
+        out = self._join_dialled(ev.uniqueid, dest, ev.ts)
         state = dest.call
         started = state.dial_started.pop(dest.uniqueid, None)
         status = ev.dial_status.upper()
+        if dest.dial_status is None or status == "ANSWER":
+            dest.dial_status = status
         state.last_dial_status = status
         state.last_dial_end_ts = ev.ts
         if ev.uniqueid is None:
             # An Originate dialled the agent first: the agent picking up is not the call's answer.
             if status == "ANSWER" and dest.extension:
                 state.agent_extension = dest.extension
-            return []
+            return out
         if status != "ANSWER":
-            return []
+            return out
         dest.answered = True
-        if state.answer_ts is not None:
-            if dest.extension:  # a later agent (blind transfer, second dial) took the call
-                state.agent_extension = dest.extension
-            return []
-        state.answer_ts = ev.ts
-        state.answer_ring_seconds = ev.ts - started if started is not None else 0.0
-        if dest.extension:
-            state.agent_extension = dest.extension
-        else:
-            caller = self._channels.get(ev.uniqueid)
-            if caller is not None and caller.extension:
-                state.agent_extension = caller.extension
+        if caller is not None:
+            caller.reaches = dest.uniqueid
+        first_answer = state.answer_ts is None
+        if first_answer:
+            state.answer_ts = ev.ts
+            if started is None:
+                started = state.first_ring_ts  # a pickup: the call rang since its first ring
+            state.answer_ring_seconds = ev.ts - started if started is not None else 0.0
+        talker = dest if dest.extension else None
+        if talker is None and not dest.is_local and caller is not None and caller.extension:
+            talker = caller  # outbound: the far end answered the agent who dialled
+        if talker is None:
+            # A Local half answered: the phone behind it answers with its own DialEnd.
+            return out
+        if first_answer or state.agent_extension is None or caller is None or (
+            caller.uniqueid == state.primary
+        ):
+            # The customer's own channel dialled it (first answer, blind transfer, second
+            # dial): this agent has the customer now. A consult dial waits for the transfer.
+            state.agent_extension = talker.extension
         state.answered_sent = True
-        return [self._emit(state, EventKind.ANSWERED, ev.ts, extension=state.agent_extension)]
+        if talker.talked:
+            return out
+        talker.talked = True
+        out.append(
+            self._emit(
+                state,
+                EventKind.ANSWERED,
+                ev.ts,
+                extension=talker.extension,
+                data={"picked_up": True} if picked_up else None,
+            )
+        )
+        return out
 
     def _on_bridge(self, ev: BridgeEntered) -> list[CallEvent]:
         self._chan(ev.uniqueid, ev.ts)
@@ -352,13 +462,15 @@ class CallTracker:
         if chan is None:
             return []
         state = chan.call
-        counts = chan.uniqueid == state.primary or chan.answered
+        counts = not chan.is_local and (chan.uniqueid == state.primary or chan.answered)
         if not counts:
             return []
         if state.answer_ts is not None and state.talk_end_ts is None:
             state.talk_end_ts = ev.ts
+            state.end_requested_by = chan.uniqueid
         if state.terminating_party is None and not ev.soft:
             state.terminating_party = self._party_of(chan)
+            state.end_requested_by = chan.uniqueid
         return []
 
     def _party_of(self, chan: TrackedChannel) -> Party:
@@ -378,7 +490,11 @@ class CallTracker:
         chan.call.touched = self._tick
         state = chan.call
         state.last_ts = max(state.last_ts, ev.ts)
+        if self._by_name.get(chan.channel) is chan:
+            del self._by_name[chan.channel]
         out: list[CallEvent] = []
+        if (chan.rang or chan.talked) and not chan.leg_ended:
+            out.append(self._end_leg(chan, ev.ts, ev.cause))
         if chan.uniqueid == state.primary:
             state.hangup_cause = ev.cause
             state.hangup_cause_text = ev.cause_text or None
@@ -409,6 +525,13 @@ class CallTracker:
             state.originate_id = value
             if state.direction is Direction.INTERNAL:
                 state.direction = Direction.OUTBOUND
+            if state.called_number is None:
+                state.called_number = self._originated.get(value)
+        elif name == "TRANSFERERNAME":
+            # A consult channel of an attended transfer: part of the transferring agent's call.
+            transferer = self._by_name.get(value)
+            if transferer is not None and transferer.call is not state:
+                return self._join(state, transferer.call, ev.ts)
         else:
             state.variables[name] = value
         return []
@@ -455,10 +578,10 @@ class CallTracker:
             return []
         # The queue names the member that took the call: that is the agent, whichever
         # member rang first (ring-all strategies ring several).
-        member = self._channels.get(ev.dest_uniqueid)
+        member = self._device_behind(self._channels.get(ev.dest_uniqueid))
         if member is not None and member.extension:
             chan.call.agent_extension = member.extension
-        else:
+        elif ev.dest_uniqueid not in self._channels:
             _, extension, _ = self._classify(ev.member_interface, "")
             if extension:
                 chan.call.agent_extension = extension
@@ -487,7 +610,13 @@ class CallTracker:
         """The transferring agent's leg goes away without the call ending: its hangup is not
         a party hanging up, and if it was the primary channel the remaining party takes over."""
         transferer.answered = False
+        transferer.transferred = True
         state = transferer.call
+        if state.end_requested_by == transferer.uniqueid:
+            # Its hangup request completed the transfer: the customer's conversation goes on.
+            state.talk_end_ts = None
+            state.terminating_party = None
+            state.end_requested_by = None
         if state.primary == transferer.uniqueid and stays is not None:
             state.primary = stays.uniqueid
 
@@ -507,9 +636,13 @@ class CallTracker:
         for transferer in (first, second):
             if transferer is not None:
                 self._leaves_by_transfer(transferer, transferee or target)
-        if target is not None:
-            target.answered = True
-        to_extension = target.extension if target is not None else None
+        device = self._device_behind(target)
+        if device is not None:
+            device.answered = True
+        to_extension = device.extension if device is not None else None
+        if device is not None and device.extension and not device.talked:
+            device.talked = True
+            out.append(self._emit(state, EventKind.ANSWERED, ev.ts, extension=device.extension))
         state.transfers.append(
             Transfer(
                 at=utc(ev.ts),  # type: ignore[arg-type]
@@ -529,6 +662,13 @@ class CallTracker:
         that saw it ring is not left with a call that never closes; its channels and Linkedid
         live on in the customer's call.
         """
+        out: list[CallEvent] = []
+        for chan in consult.channels.values():
+            if (chan.rang or chan.talked) and not chan.leg_ended:
+                # The consult call's cards close here; the legs start afresh in the
+                # customer's call (the transfer target gets its ANSWERED there).
+                out.append(self._end_leg(chan, ts, None))
+            chan.rang = chan.talked = chan.leg_ended = False
         for uniqueid, chan in consult.channels.items():
             chan.call = into
             into.channels[uniqueid] = chan
@@ -540,8 +680,9 @@ class CallTracker:
         consult.hangup_sent = True
         consult.end_ts = ts
         self._calls.pop(consult.call_id, None)
-        return [self._emit(consult, EventKind.COMPLETED, ts, ended=True,
-                           data={"merged_into": into.call_id})]
+        out.append(self._emit(consult, EventKind.COMPLETED, ts, ended=True,
+                              data={"merged_into": into.call_id}))
+        return out
 
     def _on_snapshot(self, ev: ChannelSnapshot) -> list[CallEvent]:
         self._snapshot_seen.add(ev.uniqueid)
@@ -561,6 +702,7 @@ class CallTracker:
         # A second leg found up: an agent (or the far end) answered before we were watching.
         if chan.extension:
             chan.answered = True
+            chan.talked = True  # talking now: its leg gets a LEG_ENDED when it goes
             if state.agent_extension is None or state.direction is Direction.INBOUND:
                 state.agent_extension = chan.extension
         elif chan.is_trunk:
@@ -588,8 +730,12 @@ class CallTracker:
                 out.extend(self._close_reconciled(state, state.last_ts))
             else:
                 for uniqueid in [u for u in state.channels if u not in seen]:
+                    chan = state.channels.pop(uniqueid)
                     self._channels.pop(uniqueid, None)
-                    del state.channels[uniqueid]
+                    if self._by_name.get(chan.channel) is chan:
+                        del self._by_name[chan.channel]
+                    if (chan.rang or chan.talked) and not chan.leg_ended:
+                        out.append(self._end_leg(chan, state.last_ts, None))
         return out
 
     def _on_shutdown(self, ev: PbxShutdown) -> list[CallEvent]:
@@ -629,6 +775,34 @@ class CallTracker:
 
     # -- endings --------------------------------------------------------------------------
 
+    def _end_leg(self, chan: TrackedChannel, ts: float, cause: int | None) -> CallEvent:
+        chan.leg_ended = True
+        state = chan.call
+        reason = leg_end_reason(
+            talked=chan.talked,
+            transferred=chan.transferred,
+            answered_elsewhere=cause == ANSWERED_ELSEWHERE_CAUSE
+            or any(other.talked for other in state.channels.values() if other is not chan),
+            own_dial_status=chan.dial_status,
+            call_dial_status=state.last_dial_status,
+            caller_gave_up=state.terminating_party is Party.CALLER,
+        )
+        return self._emit(
+            state,
+            EventKind.LEG_ENDED,
+            ts,
+            extension=chan.extension,
+            data={"reason": reason, "answered": chan.talked},
+        )
+
+    def _end_open_legs(self, state: CallState, ts: float) -> list[CallEvent]:
+        """Legs whose channel will send no Hangup (the PBX lost them, or restarted)."""
+        return [
+            self._end_leg(chan, ts, None)
+            for chan in state.channels.values()
+            if (chan.rang or chan.talked) and not chan.leg_ended
+        ]
+
     def _finish_conversation(self, state: CallState, ts: float) -> list[CallEvent]:
         if state.hangup_sent:
             return []
@@ -656,13 +830,17 @@ class CallTracker:
         at `ts`, the last moment it was known alive: the true end is later."""
         state.reconciled = True
         state.end_estimated = True
-        for uniqueid in state.channels:
+        out = self._end_open_legs(state, ts)
+        for uniqueid, chan in state.channels.items():
             self._channels.pop(uniqueid, None)
+            if self._by_name.get(chan.channel) is chan:
+                del self._by_name[chan.channel]
             _remember(self._gone, uniqueid)
         state.channels.clear()
         if state.answer_ts is not None and state.talk_end_ts is None:
             state.talk_end_ts = ts
-        return self._complete(state, ts)
+        out.extend(self._complete(state, ts))
+        return out
 
     def _emit(
         self,

@@ -40,13 +40,31 @@ class Party(StrEnum):
 
 class EventKind(StrEnum):
     RINGING = "ringing"  # one per agent leg that starts ringing
-    ANSWERED = "answered"
+    ANSWERED = "answered"  # one per agent who talked (transfer targets too); `extension` says who
     HANGUP = "hangup"  # the conversation ended (all parties gone or first party left)
     VOICEMAIL = "voicemail"  # a message was left
     DROPPED = "dropped"  # inbound, never answered by anyone, no voicemail
     COMPLETED = "completed"  # final record, once the whole Linkedid has ended
     SURVEY = "survey"  # post-call survey rating from the IVR
     NOTE = "note"  # agent's status + comments (screen pop, 3CX DBN)
+    # One per agent leg that got RINGING or ANSWERED, when that leg is over: `extension` says
+    # whose, data["reason"] how (LEG_END_REASONS), data["answered"] whether that agent talked.
+    LEG_ENDED = "leg_ended"
+
+
+# How an agent leg ended. An agent who talked: "completed" (left at the call's end or hung
+# up) or "transferred" (handed the caller on). One who only rang: "answered-elsewhere" (another
+# agent or a pickup took the call), "no-answer", "busy", "abandoned" (the caller gave up while
+# it rang), "failed".
+LEG_END_REASONS = (
+    "completed",
+    "transferred",
+    "answered-elsewhere",
+    "no-answer",
+    "busy",
+    "abandoned",
+    "failed",
+)
 
 
 class Transfer(BaseModel):

@@ -5,6 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from ari_app.ami_events import PbxClock, frame_to_event
+from ari_app.call_rules import CallRules
+from ari_app.tracker import CallTracker
+from crm.model import CallEvent
+
 FIXTURES = Path(__file__).parent / "fixtures" / "asterisk"
 AMI_DIR = FIXTURES / "ami"
 RECONNECT_MARKER = b"# --- connection closed by server; reconnected ---"
@@ -25,3 +30,27 @@ def recorded_frames(scenario: str) -> Iterator[dict[str, str]]:
                 headers.setdefault(key, value.removeprefix(" "))
         if headers:
             yield headers
+
+
+def frames_of(data: bytes) -> Iterator[dict[str, str]]:
+    """The frames of any AMI byte stream (a capture, the demo's joined captures)."""
+    for block in data.replace(RECONNECT_MARKER + b"\r\n", b"").decode().split("\r\n\r\n"):
+        headers: dict[str, str] = {}
+        for line in block.split("\r\n"):
+            key, sep, value = line.partition(":")
+            if sep:
+                headers.setdefault(key, value.removeprefix(" "))
+        if headers:
+            yield headers
+
+
+def tracker_steps(data: bytes) -> list[CallEvent]:
+    """What the input says must reach a CRM: the pure tracker run over the same bytes."""
+    tracker = CallTracker(CallRules(), pbx_id="lab")
+    clock = PbxClock()
+    steps: list[CallEvent] = []
+    for frame in frames_of(data):
+        event = frame_to_event(frame, clock.stamp(frame))
+        if event is not None:
+            steps.extend(tracker.handle(event))
+    return steps

@@ -9,6 +9,8 @@ tests/test_tracker_unrecorded_scenarios.py.
 
 from __future__ import annotations
 
+import pytest
+
 from ari_app.agent_board import AgentBoard
 from ari_app.ami_events import PbxClock, frame_to_event
 from ari_app.call_rules import CallRules
@@ -112,11 +114,45 @@ def test_recorded_answered_call_shows_at_7181_and_stays_ended_for_the_note() -> 
 
     feed.board.on_call_event = watch  # type: ignore[method-assign]
     feed.replay("inbound_answered_caller_hangs_up")
-    assert [kind for kind, _ in seen] == ["ringing", "answered", "hangup", "completed"]
+    assert [kind for kind, _ in seen] == ["ringing", "answered", "leg_ended", "hangup", "completed"]
     assert seen[0][1] == "[('1795417965.0', 'ringing')]"
     assert seen[1][1] == "[('1795417965.0', 'answered')]"
+    assert seen[2][1] == "[('1795417965.0', 'ended')]"  # the agent's leg ended first
     assert feed.cards("7181") == [("1795417965.0", "ended")]
     assert feed.cards("7070") == []
+
+
+@pytest.mark.parametrize(
+    ("scenario", "answered_by", "only_rang"),
+    [
+        ("ring_group_three_agents", "517", ["7070", "7181"]),
+        ("queue_ringall_second_member_answers", "7181", ["7070"]),
+        ("queue_local_members_answered", "7070", ["7181"]),
+        ("ring_group_local_channels", "7070", ["7181"]),
+        ("call_pickup", "7070", ["7181"]),
+        ("attended_transfer_target_hangs_up", "7070", []),
+        ("blind_transfer_ami_target_hangs_up", "7070", []),
+    ],
+)
+def test_recorded_multiparty_call_leaves_a_card_only_with_those_who_talked(
+    scenario: str, answered_by: str, only_rang: list[str]
+) -> None:
+    feed = Feed()
+    rang_while_ringing: dict[str, bool] = {}
+    original = feed.board.on_call_event
+
+    def watch(event: CallEvent) -> None:
+        original(event)
+        for extension in only_rang:
+            if feed.cards(extension):
+                rang_while_ringing[extension] = True
+
+    feed.board.on_call_event = watch  # type: ignore[method-assign]
+    feed.replay(scenario)
+    assert [state for _, state in feed.cards(answered_by)] == ["ended"]
+    for extension in only_rang:
+        assert rang_while_ringing.get(extension), f"{extension} never showed the call"
+        assert feed.cards(extension) == [], f"{extension}'s ring was never closed"
 
 
 def test_recorded_call_abandoned_while_ringing_leaves_no_card() -> None:

@@ -22,7 +22,7 @@ LAB = ROOT / "tests" / "fixtures" / "asterisk" / "conf" / "extensions.conf"
 
 APPLICATIONS = {
     "AGI", "Answer", "Dial", "ExecIf", "Gosub", "Goto", "GotoIf", "Hangup", "MixMonitor",
-    "NoOp", "Playback", "Queue", "Return", "Set", "Stasis", "StopMixMonitor", "VoiceMail",
+    "NoOp", "Pickup", "Playback", "Queue", "Return", "Set", "Stasis", "StopMixMonitor", "VoiceMail",
     "VoiceMailMain",
 }  # fmt: skip
 

@@ -29,7 +29,7 @@ from ari_app.channel_events import (
 from ari_app.tracker import CallTracker
 from crm.model import CallEvent
 from tests.fakes.ari_server import recorded_ari_messages, recorded_rest
-from tests.recordings import recorded_frames
+from tests.recordings import FIXTURES, recorded_frames
 
 RULES = CallRules()
 TIME_TOLERANCE = 0.005
@@ -66,25 +66,31 @@ def assert_same_call(ami: dict[str, Any], ari: dict[str, Any], where: str) -> No
             assert gap <= TIME_TOLERANCE, f"{where}: {key} differs by {gap:.4f}s"
         elif isinstance(ami[key], float):
             assert ari[key] == pytest.approx(ami[key], abs=TIME_TOLERANCE), f"{where}: {key}"
+        elif key == "transfers":
+            assert len(ari[key]) == len(ami[key]), f"{where}: {key}"
+            for one, other in zip(ami[key], ari[key], strict=True):
+                assert_same_call(one, other, f"{where}: {key}")
         else:
             assert ari[key] == ami[key], f"{where}: {key}"
 
 
-@pytest.mark.parametrize(
-    "scenario",
-    [
-        "inbound_answered_caller_hangs_up",
-        "inbound_answered_agent_hangs_up",
-        "stasis_crm_inbound",
-        "ari_originate_click_to_call",
-    ],
-)
+# Every call recorded both ways (the multi-party day included: transfers, ring groups, pickup,
+# queues with Local members, the ten-call burst).
+BOTH_WAYS = sorted(path.stem for path in (FIXTURES / "ari").glob("*.jsonl"))
+
+
+def test_every_ari_recording_has_its_ami_twin() -> None:
+    assert len(BOTH_WAYS) >= 15
+    assert all((FIXTURES / "ami" / f"{name}.ami").exists() for name in BOTH_WAYS)
+
+
+@pytest.mark.parametrize("scenario", BOTH_WAYS)
 def test_ari_and_ami_recordings_of_one_call_give_the_same_crm_events(scenario: str) -> None:
     ami = ami_call_events(scenario)
     ari = ari_call_events(scenario)
     assert ami, "the AMI replay produced no call events"
-    assert [(e.kind, e.seq, e.extension, e.data) for e in ari] == [
-        (e.kind, e.seq, e.extension, e.data) for e in ami
+    assert [(e.call_id, e.kind, e.seq, e.extension, e.data) for e in ari] == [
+        (e.call_id, e.kind, e.seq, e.extension, e.data) for e in ami
     ]
     for ami_event, ari_event in zip(ami, ari, strict=True):
         assert_same_call(ami_event.call.model_dump(), ari_event.call.model_dump(), scenario)
@@ -94,7 +100,9 @@ def test_ari_and_ami_recordings_of_one_call_give_the_same_crm_events(scenario: s
 def test_caller_hangs_up_call_is_the_readme_conclusion_from_ari_alone() -> None:
     events = ari_call_events("inbound_answered_caller_hangs_up")
     call = events[-1].call
-    assert [e.kind.value for e in events] == ["ringing", "answered", "hangup", "completed"]
+    assert [e.kind.value for e in events] == [
+        "ringing", "answered", "leg_ended", "hangup", "completed"
+    ]
     assert call.call_id == "1795417965.0"
     assert call.source == "ari"
     assert (call.caller_number, call.called_number, call.agent_extension) == (
@@ -210,3 +218,69 @@ def test_a_channel_listing_becomes_the_snapshot_ami_builds_from_core_show_channe
     )
     assert (snap.context, snap.exten, snap.application) == ("from-trunk", "4951110002", "Stasis")
     assert snap.age_seconds == pytest.approx(5.0)
+
+
+def reordered_ringing_before_dial(scenario: str) -> list[dict[str, Any]]:
+    """The recording with each dialled phone's Ringing state change moved before the Dial
+    event that names its caller: an order Asterisk also sends (same events, nothing invented)."""
+    messages = list(recorded_ari_messages(scenario))
+    for index, message in enumerate(messages):
+        if message["type"] != "Dial" or message.get("dialstatus") != "":
+            continue
+        peer = message["peer"]["id"]
+        ringing = next(
+            (
+                later
+                for later in range(index + 1, len(messages))
+                if messages[later]["type"] == "ChannelStateChange"
+                and messages[later]["channel"]["id"] == peer
+                and messages[later]["channel"]["state"] == "Ringing"
+            ),
+            None,
+        )
+        if ringing is not None:
+            messages.insert(index, messages.pop(ringing))
+    return messages
+
+
+def created_linkedids(messages: list[dict[str, Any]]) -> dict[str, str]:
+    mapper = AriEventMapper()
+    out: dict[str, str] = {}
+    for message in messages:
+        for event in mapper.map(parse_event(message)):
+            if isinstance(event, ChannelCreated):
+                out[event.channel] = event.linkedid
+    return out
+
+
+@pytest.mark.parametrize(
+    "scenario", ["inbound_answered_caller_hangs_up", "ring_group_three_agents",
+                 "queue_ringall_abandoned", "ari_burst_ten_inbound"]
+)
+def test_a_phone_ringing_before_its_dial_event_still_joins_the_callers_call(
+    scenario: str,
+) -> None:
+    messages = reordered_ringing_before_dial(scenario)
+    if scenario == "inbound_answered_caller_hangs_up":  # recorded Dial first: now reversed
+        assert messages != recorded_ari_messages(scenario)
+    linkedids = created_linkedids(messages)
+    callers = {name: linkedid for name, linkedid in linkedids.items() if "trunk" in name}
+    agents = {name: linkedid for name, linkedid in linkedids.items() if "trunk" not in name}
+    assert agents, "no agent channel was created"
+    # Every agent leg carries the Linkedid of some trunk channel (the one that dialled it).
+    assert set(agents.values()) <= set(callers.values())
+    assert len(set(callers.values())) == len(callers)
+
+
+def test_reordered_ari_events_give_the_same_calls_as_the_ami_recording() -> None:
+    scenario = "ring_group_three_agents"
+    tracker = CallTracker(RULES, pbx_id="lab", source="ari")
+    mapper = AriEventMapper()
+    ari: list[CallEvent] = []
+    for message in reordered_ringing_before_dial(scenario):
+        for event in mapper.map(parse_event(message)):
+            ari.extend(tracker.handle(event))
+    ami = ami_call_events(scenario)
+    assert [(e.call_id, e.kind, e.extension) for e in ari] == [
+        (e.call_id, e.kind, e.extension) for e in ami
+    ]

@@ -78,14 +78,14 @@ async def test_dead_letters_are_listed_and_retried(tmp_path: Path) -> None:
         assert code == 0, err
         code, out, _ = await pbxcrm("outbox", "list", "--state", "dead", "--config", str(config))
         rows = [json.loads(line) for line in out.splitlines()]
-        assert code == 0 and len(rows) == 4
+        assert code == 0 and len(rows) == 5
         assert all(row["last_status"] == 422 for row in rows)
         assert "unknown agent" in rows[0]["last_response"]
         code, out, _ = await pbxcrm("outbox", "retry", "--config", str(config))
-        assert code == 0 and out.startswith("4 ")
+        assert code == 0 and out.startswith("5 ")
         code, out, _ = await pbxcrm("outbox", "list", "--state", "pending", "--config",
                                     str(config))
-        assert len(out.splitlines()) == 4
+        assert len(out.splitlines()) == 5
     finally:
         await crm.stop()
 

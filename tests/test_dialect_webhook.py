@@ -48,11 +48,13 @@ headers = {{ X-Source = "pbxcrm" }}
         f"webhook:{e.event_id}" for e in events
     ]
     bodies = [r.json() for r in hook.requests]
-    assert [b["kind"] for b in bodies] == ["ringing", "answered", "hangup", "completed"]
+    assert [b["kind"] for b in bodies] == [
+        "ringing", "answered", "leg_ended", "hangup", "completed"
+    ]
     assert bodies[-1]["call"]["recording_url"] == (
         "https://pbx.example.com/recordings/1795418967.2.wav"
     )
-    assert bodies[-1]["event_id"] == "default:1795418967.2:4:completed"
+    assert bodies[-1]["event_id"] == "default:1795418967.2:5:completed"
     assert hook.requests[0].headers["X-Source"] == "pbxcrm"
 
 

@@ -98,25 +98,45 @@ def summary(events: list[dict]) -> list[tuple[str, int, str]]:
     return [(e["call_id"], e["seq"], e["kind"]) for e in events]
 
 
+ANSWERED_INBOUND = ["ringing", "answered", "leg_ended", "hangup", "completed"]
 EXPECTED = {
-    "inbound_answered_caller_hangs_up": (
-        "1795417965.0",
-        ["ringing", "answered", "hangup", "completed"],
+    "inbound_answered_caller_hangs_up": ("1795417965.0", ANSWERED_INBOUND),
+    "inbound_answered_agent_hangs_up": (None, ANSWERED_INBOUND),
+    "inbound_no_answer_voicemail": (
+        None, ["ringing", "leg_ended", "voicemail", "hangup", "completed"]
     ),
-    "inbound_answered_agent_hangs_up": (None, ["ringing", "answered", "hangup", "completed"]),
-    "inbound_no_answer_voicemail": (None, ["ringing", "voicemail", "hangup", "completed"]),
-    "inbound_abandoned_while_ringing": (None, ["ringing", "hangup", "dropped", "completed"]),
-    "inbound_busy_agent": (None, ["ringing", "hangup", "dropped", "completed"]),
-    "inbound_answered_recorded": (None, ["ringing", "answered", "hangup", "completed"]),
-    "inbound_queue_answered": (None, ["ringing", "answered", "hangup", "completed"]),
-    "outbound_agent_dials": (None, ["answered", "hangup", "completed"]),
-    "click_to_call_originate": (None, ["ringing", "answered", "hangup", "completed"]),
-    "click_to_call_agent_no_answer": (None, ["ringing", "hangup", "completed"]),
+    "inbound_abandoned_while_ringing": (
+        None, ["ringing", "leg_ended", "hangup", "dropped", "completed"]
+    ),
+    "inbound_busy_agent": (None, ["ringing", "leg_ended", "hangup", "dropped", "completed"]),
+    "inbound_answered_recorded": (None, ANSWERED_INBOUND),
+    "inbound_queue_answered": (None, ["ringing", "answered", "hangup", "leg_ended", "completed"]),
+    "outbound_agent_dials": (None, ["answered", "leg_ended", "hangup", "completed"]),
+    "click_to_call_originate": (None, ANSWERED_INBOUND),
+    "click_to_call_agent_no_answer": (None, ["ringing", "leg_ended", "hangup", "completed"]),
     "ivr_agi_survey": (None, ["hangup", "completed"]),
     "ivr_agi_caller_hangs_up": (None, ["hangup", "dropped", "completed"]),
-    "mid_call_connect_reconcile": ("1795420539.0", ["answered", "hangup", "completed"]),
-    "asterisk_restart_mid_call": ("1795420599.3", ["ringing", "answered", "hangup", "completed"]),
-    "asterisk_killed_mid_call": ("1795420633.0", ["ringing", "answered", "hangup", "completed"]),
+    "mid_call_connect_reconcile": (
+        "1795420539.0", ["answered", "hangup", "leg_ended", "completed"]
+    ),
+    "asterisk_restart_mid_call": ("1795420599.3", ANSWERED_INBOUND),
+    "asterisk_killed_mid_call": (
+        "1795420633.0", ["ringing", "answered", "leg_ended", "hangup", "completed"]
+    ),
+    # The multi-party day (the tracker tests assert their fields; here: the whole path).
+    "attended_transfer_target_hangs_up": ("1796144610.9", [
+        "ringing", "answered", "ringing", "answered", "leg_ended", "leg_ended", "hangup",
+        "completed",
+    ]),
+    "call_pickup": ("1796144686.34", [
+        "ringing", "answered", "leg_ended", "hangup", "leg_ended", "completed"
+    ]),
+    "queue_local_members_answered": ("1796144659.20", [
+        "ringing", "ringing", "answered", "leg_ended", "hangup", "leg_ended", "completed"
+    ]),
+    "click_to_call_client_busy": (
+        "1796144714.39", ["ringing", "leg_ended", "hangup", "completed"]
+    ),
 }
 
 
@@ -137,7 +157,7 @@ async def test_every_recorded_call_reaches_the_crm_in_order(tmp_path: Path, scen
 
 
 async def test_answered_call_fields_as_the_crm_receives_them(tmp_path: Path) -> None:
-    events = await replay(tmp_path, "inbound_answered_recorded", expected_requests=4)
+    events = await replay(tmp_path, "inbound_answered_recorded", expected_requests=5)
     call = events[-1]["call"]
     assert call["direction"] == "inbound"
     assert call["caller_number"] == "+79037654321"
@@ -152,7 +172,7 @@ async def test_answered_call_fields_as_the_crm_receives_them(tmp_path: Path) -> 
 
 
 async def test_killed_asterisk_call_is_closed_after_the_reconnect(tmp_path: Path) -> None:
-    events = await replay(tmp_path, "asterisk_killed_mid_call", expected_requests=4)
+    events = await replay(tmp_path, "asterisk_killed_mid_call", expected_requests=5)
     call = events[-1]["call"]
     assert call["reconciled"] is True
     assert call["disposition"] == "answered"
@@ -196,3 +216,32 @@ async def test_a_click_to_call_left_ringing_by_a_killed_run_gets_its_ending_at_s
     assert old is not None and old.state == "failed"
     assert old.reason == "no outcome: the pbxcrm instance following it stopped"
     assert new is not None and new.state == "pending"
+
+
+async def test_a_click_to_call_nobody_answered_carries_the_number_pbxcrm_dialled(
+    tmp_path: Path,
+) -> None:
+    """pbxcrm sends the Originate itself (the fake PBX waits for it before streaming the
+    recorded answer); the agent never picks up, so no PBX event names the client's number:
+    every step still carries it."""
+    crm = WebhookCrm()
+    await crm.start()
+    pbx = FakePbx(ami_path("click_to_call_agent_no_answer"), await_actions=True)
+    await pbx.start()
+    service = Service(make_settings(tmp_path, pbx.port, crm.url))
+    try:
+        await service.start()
+        assert service.originate is not None and service.ami is not None
+        await service.ami.wait_connected(5)
+        service.originate._new_id = lambda: "c2c-0002"  # the recording's request id
+        await service.originate.submit("101", "+7 916 123-45-67", client="crm")
+        await wait_for(lambda: len(crm.events()) >= 4)
+    finally:
+        await service.stop()
+        await pbx.stop()
+        await crm.stop()
+    events = crm.events()
+    assert [e["kind"] for e in events] == ["ringing", "leg_ended", "hangup", "completed"]
+    assert {e["call"]["called_number"] for e in events} == {"89161234567"}
+    assert events[-1]["call"]["originate_id"] == "c2c-0002"
+    assert events[-1]["call"]["disposition"] == "no-answer"

@@ -15,7 +15,8 @@ from tests.recordings import ami_path
 from tests.test_e2e_ami_to_crm import WebhookCrm, wait_for
 
 COMPARED = ("call_id", "direction", "caller_number", "called_number", "agent_extension",
-            "disposition", "terminating_party", "voicemail", "recording_url")
+            "rang_extensions", "disposition", "terminating_party", "voicemail", "recording_url",
+            "queue")
 
 
 def settings_for(tmp_path: Path, crm_url: str, **pbx: object) -> Settings:
@@ -73,19 +74,34 @@ async def crm_steps_from_ami(tmp_path: Path, scenario: str, count: int) -> list[
 
 
 @pytest.mark.parametrize(
-    "scenario", ["inbound_answered_caller_hangs_up", "inbound_answered_agent_hangs_up"]
+    ("scenario", "steps"),
+    [
+        ("inbound_answered_caller_hangs_up", 5),
+        ("inbound_answered_agent_hangs_up", 5),
+        ("attended_transfer_target_hangs_up", 8),
+        ("queue_local_members_answered", 7),
+        ("ring_group_three_agents", 9),
+        ("ari_burst_ten_inbound", 50),
+    ],
 )
 async def test_ari_source_gives_the_crm_what_the_ami_source_gives(
-    tmp_path: Path, scenario: str
+    tmp_path: Path, scenario: str, steps: int
 ) -> None:
     (tmp_path / "ari").mkdir()
     (tmp_path / "ami").mkdir()
-    from_ari = await crm_steps_from_ari(tmp_path, scenario, 4)
-    from_ami = await crm_steps_from_ami(tmp_path, scenario, 4)
-    assert [(e["seq"], e["kind"]) for e in from_ari] == [(e["seq"], e["kind"]) for e in from_ami]
-    ari_call, ami_call = from_ari[-1]["call"], from_ami[-1]["call"]
-    assert ari_call["source"] == "ari" and ami_call["source"] == "ami"
-    for name in COMPARED:
-        assert ari_call[name] == ami_call[name], name
-    assert ari_call["talk_seconds"] == pytest.approx(ami_call["talk_seconds"], abs=0.01)
-    assert ari_call["ring_seconds"] == pytest.approx(ami_call["ring_seconds"], abs=0.01)
+    from_ari = await crm_steps_from_ari(tmp_path, scenario, steps)
+    from_ami = await crm_steps_from_ami(tmp_path, scenario, steps)
+
+    def order(events: list[dict]) -> list[tuple]:
+        return sorted((e["call_id"], e["seq"], e["kind"], e["extension"]) for e in events)
+
+    assert len(from_ari) == len(from_ami) == steps
+    assert order(from_ari) == order(from_ami)
+    finals = {e["call_id"]: e["call"] for e in from_ami if e["kind"] == "completed"}
+    for event in (e for e in from_ari if e["kind"] == "completed"):
+        ari_call, ami_call = event["call"], finals[event["call_id"]]
+        assert ari_call["source"] == "ari" and ami_call["source"] == "ami"
+        for name in COMPARED:
+            assert ari_call[name] == ami_call[name], name
+        assert ari_call["talk_seconds"] == pytest.approx(ami_call["talk_seconds"], abs=0.01)
+        assert ari_call["ring_seconds"] == pytest.approx(ami_call["ring_seconds"], abs=0.01)

@@ -46,8 +46,8 @@ def final(events: list[CallEvent]):
 
 def test_caller_hangs_up_after_answer() -> None:
     _, events = run("inbound_answered_caller_hangs_up")
-    assert kinds(events) == ["ringing", "answered", "hangup", "completed"]
-    assert [e.seq for e in events] == [1, 2, 3, 4]
+    assert kinds(events) == ["ringing", "answered", "leg_ended", "hangup", "completed"]
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
     assert events[0].extension == "7181"
     call = final(events)
     assert call.call_id == "1795417965.0"
@@ -71,7 +71,7 @@ def test_caller_hangs_up_after_answer() -> None:
 
 def test_agent_hangs_up_after_answer() -> None:
     _, events = run("inbound_answered_agent_hangs_up")
-    assert kinds(events) == ["ringing", "answered", "hangup", "completed"]
+    assert kinds(events) == ["ringing", "answered", "leg_ended", "hangup", "completed"]
     call = final(events)
     assert call.caller_number == "+79161112233"
     assert call.agent_extension == "7181"
@@ -82,7 +82,7 @@ def test_agent_hangs_up_after_answer() -> None:
 
 def test_unanswered_call_that_left_voicemail_is_voicemail_not_dropped() -> None:
     _, events = run("inbound_no_answer_voicemail")
-    assert kinds(events) == ["ringing", "voicemail", "hangup", "completed"]
+    assert kinds(events) == ["ringing", "leg_ended", "voicemail", "hangup", "completed"]
     call = final(events)
     assert call.caller_number == "+79262223344"
     assert call.agent_extension == "7181"  # who rang
@@ -96,7 +96,7 @@ def test_unanswered_call_that_left_voicemail_is_voicemail_not_dropped() -> None:
 
 def test_caller_hanging_up_while_ringing_is_abandoned_and_dropped() -> None:
     _, events = run("inbound_abandoned_while_ringing")
-    assert kinds(events) == ["ringing", "hangup", "dropped", "completed"]
+    assert kinds(events) == ["ringing", "leg_ended", "hangup", "dropped", "completed"]
     call = final(events)
     assert call.caller_number == "+79853334455"
     assert call.disposition is Disposition.ABANDONED
@@ -108,7 +108,7 @@ def test_caller_hanging_up_while_ringing_is_abandoned_and_dropped() -> None:
 
 def test_busy_agent_is_a_dropped_busy_call_and_the_caller_hung_up() -> None:
     _, events = run("inbound_busy_agent")
-    assert kinds(events) == ["ringing", "hangup", "dropped", "completed"]
+    assert kinds(events) == ["ringing", "leg_ended", "hangup", "dropped", "completed"]
     call = final(events)
     assert call.caller_number == "+79265556677"
     assert call.called_number == "4951112235"
@@ -122,7 +122,7 @@ def test_busy_agent_is_a_dropped_busy_call_and_the_caller_hung_up() -> None:
 
 def test_click_to_call_is_outbound_from_the_agent_to_the_client() -> None:
     _, events = run("click_to_call_originate")
-    assert kinds(events) == ["ringing", "answered", "hangup", "completed"]
+    assert kinds(events) == ["ringing", "answered", "leg_ended", "hangup", "completed"]
     assert events[0].extension == "101"  # the agent's phone rings first
     call = final(events)
     assert call.direction is Direction.OUTBOUND
@@ -138,7 +138,7 @@ def test_click_to_call_is_outbound_from_the_agent_to_the_client() -> None:
 
 def test_click_to_call_the_agent_did_not_answer() -> None:
     _, events = run("click_to_call_agent_no_answer")
-    assert kinds(events) == ["ringing", "hangup", "completed"]
+    assert kinds(events) == ["ringing", "leg_ended", "hangup", "completed"]
     call = final(events)
     assert call.direction is Direction.OUTBOUND
     assert call.originate_id == "c2c-0002"
@@ -151,7 +151,7 @@ def test_click_to_call_the_agent_did_not_answer() -> None:
 
 def test_outbound_call_from_the_agent_phone() -> None:
     _, events = run("outbound_agent_dials")
-    assert kinds(events) == ["answered", "hangup", "completed"]
+    assert kinds(events) == ["answered", "leg_ended", "hangup", "completed"]
     call = final(events)
     assert call.direction is Direction.OUTBOUND
     assert call.caller_number == "7070"
@@ -175,7 +175,7 @@ def test_recorded_call_carries_the_recording_url() -> None:
 
 def test_queue_call_is_credited_to_the_member_that_answered() -> None:
     _, events = run("inbound_queue_answered")
-    assert kinds(events) == ["ringing", "answered", "hangup", "completed"]
+    assert kinds(events) == ["ringing", "answered", "hangup", "leg_ended", "completed"]
     call = final(events)
     assert call.queue == "support"
     assert call.agent_extension == "517"
@@ -212,7 +212,7 @@ def test_caller_leaving_the_ivr_is_dropped() -> None:
 
 def test_connecting_mid_call_picks_the_call_up_from_the_channel_list() -> None:
     _, events = run("mid_call_connect_reconcile")
-    assert kinds(events) == ["answered", "hangup", "completed"]
+    assert kinds(events) == ["answered", "hangup", "leg_ended", "completed"]
     assert events[0].data == {"reconciled": True}
     call = final(events)
     assert call.call_id == "1795420539.0"
@@ -227,7 +227,7 @@ def test_connecting_mid_call_picks_the_call_up_from_the_channel_list() -> None:
 
 def test_asterisk_restart_ends_the_call_as_system() -> None:
     _, events = run("asterisk_restart_mid_call")
-    assert kinds(events) == ["ringing", "answered", "hangup", "completed"]
+    assert kinds(events) == ["ringing", "answered", "leg_ended", "hangup", "completed"]
     call = final(events)
     assert call.caller_number == "+79165550202"
     assert call.terminating_party is Party.SYSTEM
@@ -243,7 +243,7 @@ def test_asterisk_killed_leaves_the_call_open_until_reconciled() -> None:
     # the channel list is empty: the call is over, and it lasted at least until the drop.
     assert tracker.handle(PbxDisconnected(ts=1795420634.9609 + 4.9)) == []
     closing = tracker.handle(SnapshotComplete(ts=1795420650.0))
-    assert kinds(closing) == ["hangup", "completed"]
+    assert kinds(closing) == ["leg_ended", "hangup", "completed"]
     call = closing[-1].call
     assert call.reconciled is True
     assert call.disposition is Disposition.ANSWERED
@@ -256,7 +256,7 @@ def test_stale_calls_are_swept_closed() -> None:
     tracker, _ = run("asterisk_killed_mid_call")
     assert tracker.sweep(now_ts=1795420640.0) == []
     closing = tracker.sweep(now_ts=1795420640.0 + RULES.stale_call_seconds)
-    assert kinds(closing) == ["hangup", "completed"]
+    assert kinds(closing) == ["leg_ended", "hangup", "completed"]
     assert closing[-1].call.reconciled is True
 
 
@@ -316,7 +316,11 @@ def test_a_restored_call_found_in_the_channel_list_keeps_its_numbering() -> None
         event = frame_to_event(frame, clock.stamp(frame))
         if event is not None:
             after.extend(second.handle(event))
-    assert [(e.seq, e.kind.value) for e in after] == [(2, "hangup"), (3, "completed")]
+    # The agent's leg, found talking in the channel list, still gets its end: a CRM card
+    # opened before the restart is closed.
+    assert [(e.seq, e.kind.value, e.extension) for e in after] == [
+        (2, "hangup", None), (3, "leg_ended", "7181"), (4, "completed", None)
+    ]
     assert after[-1].call.talk_seconds == pytest.approx(12.0, abs=0.01)
     assert after[-1].call.terminating_party is Party.CALLER
 
@@ -334,7 +338,7 @@ def test_a_call_that_starts_while_the_channel_list_is_on_its_way_is_not_closed()
         if frame.get("Event") == "DialBegin":
             # The (empty) list is handed over only now, after the call's first events.
             out.extend(tracker.handle(SnapshotComplete(ts=0.0)))
-    assert kinds(out) == ["ringing", "answered", "hangup", "completed"]
+    assert kinds(out) == ["ringing", "answered", "leg_ended", "hangup", "completed"]
     assert final(out).reconciled is False
 
 

@@ -1,8 +1,17 @@
 """Creatio CC360 (creatio-cc360-call-events-api.txt): OmniWhoCallsService.
 
-    RINGING / ANSWERED / HANGUP -> GET  .../RingingEventHandler?id=&eventName=&callerid=&user=
-    COMPLETED                   -> POST .../PushHistoryData?id=&callerid=&user=&event=&duration=
-                                   body {"FILES": [recording URLs]}
+    RINGING / ANSWERED / LEG_ENDED -> GET  .../RingingEventHandler?id=&eventName=&callerid=&user=
+    COMPLETED                      -> POST .../PushHistoryData?id=&callerid=&user=&event=&duration=
+                                      body {"FILES": [recording URLs]}
+
+RingingEventHandler keeps a card per user: every agent leg gets `ringing`, `answer` if that
+agent talked (transfer targets and pickups included) and one `hangup` when that leg ends
+(LEG_ENDED), so a ring group's or a queue's other members see their card close and the first
+agent of a transfer is closed when they hand the caller on.
+
+PushHistoryData is customer history: internal calls are left out unless `internal_history`
+is set, and a call no agent touched (IVR only, hung up in the IVR) is sent under
+`fallback_user` or not at all, since Creatio refuses a history record with no operator.
 
 Two ways in: `auth_mode = "login"` (POST AuthService.svc/Login, keep the cookies, send the
 BPMCSRF cookie back as a BPMCSRF header; log in again on 401/403) under `/0/rest/...`, or
@@ -14,7 +23,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from crm.adapters.base import DeliveryOutcome, register_dialect
 from crm.dialects.http_dialect import HttpAdapter, HttpDialectConfig
@@ -26,7 +35,7 @@ from crm.secrets import Secret
 EVENT_NAMES = {
     EventKind.RINGING: "ringing",
     EventKind.ANSWERED: "answer",
-    EventKind.HANGUP: "hangup",
+    EventKind.LEG_ENDED: "hangup",
 }
 
 
@@ -41,6 +50,10 @@ class CreatioConfig(HttpDialectConfig):
     rest_prefix: str = "/0/rest/OmniWhoCallsService"
     anonymous_prefix: str = "/0/ServiceModel/OmniWhoCallsService.svc"
     number_format: NumberStyle = "e164_no_plus"
+    # Internal calls (agent to agent) are not customer history.
+    internal_history: bool = False
+    # The operator's extension for history records of calls no agent touched; empty: not sent.
+    fallback_user: str = Field(default="", pattern=r"^[0-9]*$")
 
     @model_validator(mode="after")
     def _credentials(self) -> CreatioConfig:
@@ -74,8 +87,13 @@ class CreatioAdapter(HttpAdapter):
     def wants(self, event: CallEvent) -> bool:
         if not super().wants(event):
             return False
-        # RingingEventHandler pops a card for one user; without an extension nobody sees it.
-        return event.kind == EventKind.COMPLETED or bool(self._user(event))
+        if event.kind == EventKind.COMPLETED:
+            if event.call.direction == Direction.INTERNAL and not self.config.internal_history:
+                return False
+            if event.data.get("merged_into"):
+                return False  # a consult call folded into the customer's: its history is there
+        # Both requests name one user; without an extension Creatio refuses them.
+        return bool(self._user(event))
 
     def _service_url(self, method: str) -> str:
         cfg = self.config
@@ -85,12 +103,17 @@ class CreatioAdapter(HttpAdapter):
 
     def _user(self, event: CallEvent) -> str:
         call = event.call
-        extension = (
-            event.extension
-            or call.agent_extension
-            or (call.rang_extensions[0] if call.rang_extensions else "")
-        )
-        return digits_only(self.config.user_map.get(extension, extension))
+        if event.kind == EventKind.COMPLETED:
+            # The agent who finally had the customer; else who rang; else the fallback.
+            extension = call.agent_extension or (
+                call.rang_extensions[-1] if call.rang_extensions else ""
+            )
+        else:
+            extension = event.extension or ""
+        user = digits_only(self.config.user_map.get(extension, extension))
+        if not user and event.kind == EventKind.COMPLETED:
+            return self.config.fallback_user
+        return user
 
     def _callerid(self, event: CallEvent) -> str:
         call = event.call

@@ -3,6 +3,11 @@
 From fixdigital-crm-questionnaire.txt: the PBX tells the CRM about every incoming call
 (ringing at an extension) and about its answer, with sExt, sNumber (national digits, as the
 sample `033004799` shows) and ClientId; the CRM answers `{"success":true,"result":[]}`.
+
+Every agent leg that rings gets `incomingCall`; every agent who talks (a transfer target, a
+pickup) gets `incomingCallAnswered` with their own sExt. The questionnaire names no operation
+for the end of a ring: if the CRM has one, `leg_ended_operation` sends it, with the same
+parameters, for every ring and answer when that agent's leg ends.
 """
 
 from __future__ import annotations
@@ -28,17 +33,25 @@ class FixDigitalConfig(HttpDialectConfig):
     default_region: str = "IL"
     inbound_only: bool = True  # the questionnaire only describes incoming calls
     method: str = Field(default="GET", pattern="^(GET|POST)$")
+    leg_ended_operation: str = Field(default="", pattern=r"^[A-Za-z0-9_]*$")
 
 
 @register_dialect("fixdigital", FixDigitalConfig)
 class FixDigitalAdapter(HttpAdapter):
     config: FixDigitalConfig
-    default_events: ClassVar[frozenset[EventKind]] = frozenset(OPERATIONS)
+    default_events: ClassVar[frozenset[EventKind]] = frozenset(
+        {*OPERATIONS, EventKind.LEG_ENDED}
+    )
 
     def wants(self, event: CallEvent) -> bool:
         if self.config.inbound_only and event.call.direction != Direction.INBOUND:
             return False
-        return event.kind in OPERATIONS and super().wants(event)
+        return self._operation(event) is not None and super().wants(event)
+
+    def _operation(self, event: CallEvent) -> str | None:
+        if event.kind == EventKind.LEG_ENDED:
+            return self.config.leg_ended_operation or None
+        return OPERATIONS.get(event.kind)
 
     def params(self, event: CallEvent) -> list[tuple[str, str]]:
         """The query in the order of the questionnaire's sample URL."""
@@ -49,7 +62,7 @@ class FixDigitalAdapter(HttpAdapter):
             call.caller_number or "", self.config.number_format, self.config.default_region
         )
         return [
-            ("operation", OPERATIONS[event.kind]),
+            ("operation", self._operation(event) or ""),
             ("sExt", extension),
             ("sNumber", number),
             ("ClientId", self.config.client_id),

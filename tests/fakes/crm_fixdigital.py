@@ -13,8 +13,12 @@ from tests.fakes.crm_server import FakeCrm, require, require_keys
 
 
 class FakeFixDigital(FakeCrm):
-    def __init__(self, client_id: str = "10") -> None:
+    def __init__(self, client_id: str = "10", close_operation: str | None = None) -> None:
         self.client_id = client_id
+        # The questionnaire names no end-of-ring operation; a CRM that has one names it here.
+        self.operations = {"incomingCall", "incomingCallAnswered"} | (
+            {close_operation} if close_operation else set()
+        )
         super().__init__()
 
     def routes(self, router: web.UrlDispatcher) -> None:
@@ -25,7 +29,7 @@ class FakeFixDigital(FakeCrm):
         require_keys("webservice.php query", query, ["operation", "sExt", "sNumber", "ClientId"])
         q = dict(query)
         require(
-            q["operation"] in ("incomingCall", "incomingCallAnswered"),
+            q["operation"] in self.operations,
             f"operation {q['operation']!r}",
         )
         if q["ClientId"] != self.client_id:

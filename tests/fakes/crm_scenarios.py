@@ -22,12 +22,20 @@ def _events(call: Call, steps: list[tuple[EventKind, float, dict[str, Any]]]) ->
     events = []
     for seq, (kind, at, extra) in enumerate(steps, start=1):
         snapshot = call.model_copy(deep=True)
-        if kind in (EventKind.RINGING, EventKind.ANSWERED):
+        if kind in (EventKind.RINGING, EventKind.ANSWERED, EventKind.LEG_ENDED):
             snapshot.ended = False
         events.append(
             CallEvent(call_id=call.call_id, seq=seq, kind=kind, at=ts(at), call=snapshot, **extra)
         )
     return events
+
+
+def completed_leg(extension: str) -> dict[str, Any]:
+    return {"extension": extension, "data": {"reason": "completed", "answered": True}}
+
+
+def missed_leg(extension: str, reason: str) -> dict[str, Any]:
+    return {"extension": extension, "data": {"reason": reason, "answered": False}}
 
 
 def answered_recorded() -> list[CallEvent]:
@@ -57,6 +65,7 @@ def answered_recorded() -> list[CallEvent]:
         [
             (EventKind.RINGING, 1795418967.935382, {"extension": "7181"}),
             (EventKind.ANSWERED, 1795418969.441716, {"extension": "7181"}),
+            (EventKind.LEG_ENDED, 1795418974.454231, completed_leg("7181")),
             (EventKind.HANGUP, 1795418974.451004, {}),
             (EventKind.COMPLETED, 1795418974.454316, {}),
         ],
@@ -87,6 +96,7 @@ def answered_caller_hangs_up() -> list[CallEvent]:
         [
             (EventKind.RINGING, 1795417965.422720, {"extension": "7181"}),
             (EventKind.ANSWERED, 1795417966.926553, {"extension": "7181"}),
+            (EventKind.LEG_ENDED, 1795417972.935335, completed_leg("7181")),
             (EventKind.HANGUP, 1795417972.933879, {}),
             (EventKind.COMPLETED, 1795417972.935678, {}),
         ],
@@ -115,6 +125,7 @@ def voicemail() -> list[CallEvent]:
         call,
         [
             (EventKind.RINGING, 1795417990.931245, {"extension": "7181"}),
+            (EventKind.LEG_ENDED, 1795418002.937201, missed_leg("7181", "no-answer")),
             (EventKind.VOICEMAIL, 1795418019.947666, {}),
             (EventKind.HANGUP, 1795418019.949844, {}),
             (EventKind.COMPLETED, 1795418019.950126, {}),
@@ -143,6 +154,7 @@ def abandoned() -> list[CallEvent]:
         call,
         [
             (EventKind.RINGING, 1795418023.418329, {"extension": "7181"}),
+            (EventKind.LEG_ENDED, 1795418027.428745, missed_leg("7181", "abandoned")),
             (EventKind.HANGUP, 1795418027.427708, {}),
             (EventKind.DROPPED, 1795418027.431956, {}),
             (EventKind.COMPLETED, 1795418027.431956, {}),
@@ -193,6 +205,7 @@ def outbound_agent_dials() -> list[CallEvent]:
         call,
         [
             (EventKind.ANSWERED, 1795418983.526857, {"extension": "7070"}),
+            (EventKind.LEG_ENDED, 1795418987.536703, completed_leg("7070")),
             (EventKind.HANGUP, 1795418987.535757, {}),
             (EventKind.COMPLETED, 1795418987.536703, {}),
         ],
