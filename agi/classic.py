@@ -7,7 +7,10 @@ value is "hangup" into a hang-up, does not escape `"`, `\\` or newline, and trac
 to stderr. Here: replies go through agi.channel.ReplyReader like FastAGI's, every argument
 through agi.protocol.quote_arg, and the trace goes nowhere.
 
-Config: `--config PATH` or env PBXCRM_CONFIG; only `[agi]` and `[[lookup]]` are read.
+Config: `--config PATH`, else env PBXCRM_AGI_CONFIG or PBXCRM_CONFIG, else
+/etc/pbxcrm/agi.toml. Only `[agi]` and `[[lookup]]` are read, so the file Asterisk's user reads
+can be a small one holding just those (config/pbxcrm-agi.example.toml), without the CRM secrets
+of pbxcrm.toml.
 """
 
 from __future__ import annotations
@@ -106,10 +109,32 @@ def spool_sink(path: Path) -> SurveySink:
     return sink
 
 
+DEFAULT_CONFIG = Path("/etc/pbxcrm/agi.toml")
+
+
+def config_path(option: str | None) -> str | None:
+    """`--config`, the environment, or the default file when it exists; None: nothing found.
+
+    Asterisk starts classic AGI programs with its own environment, which rarely holds ours:
+    the default file (or `--config=` in the AGI() arguments) is what works out of the box.
+    """
+    for candidate in (
+        option,
+        os.environ.get("PBXCRM_AGI_CONFIG"),
+        os.environ.get("PBXCRM_CONFIG"),
+    ):
+        if candidate:
+            return candidate
+    return str(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else None
+
+
 def load_config(path: str | None) -> tuple[AgiSettings, list[dict[str, Any]]]:
     """`[agi]` and `[[lookup]]` of the pbxcrm config (raises ValueError, worded for an admin)."""
     if not path:
-        return AgiSettings(), []
+        raise ValueError(
+            f"no config: create {DEFAULT_CONFIG} ([agi] and [[lookup]] only, readable by the"
+            " asterisk user) or pass --config=PATH in AGI(); see docs/agi.md"
+        )
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -123,6 +148,9 @@ def load_config(path: str | None) -> tuple[AgiSettings, list[dict[str, Any]]]:
     lookups = raw.get("lookup", [])
     if not isinstance(lookups, list):
         raise ValueError(f"{path}: lookup must be [[lookup]] blocks")
+    if not lookups:
+        # Said here, once, so it is not taken for a CRM outage ("no lookup source").
+        log.warning("%s has no [[lookup]] block: caller_check answers ERROR for every caller", path)
     return settings, lookups
 
 
@@ -174,7 +202,7 @@ def _text_streams() -> tuple[IO[str], IO[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pbxcrm-agi", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default=os.environ.get("PBXCRM_CONFIG"))
+    parser.add_argument("--config", help=f"default: $PBXCRM_AGI_CONFIG, then {DEFAULT_CONFIG}")
     parser.add_argument("script", help=f"one of: {', '.join(sorted(SCRIPTS))}")
     parser.add_argument("args", nargs="*")
     options = parser.parse_args(argv)
@@ -183,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, stream=sys.stderr, format="pbxcrm-agi %(levelname)s %(message)s"
     )
     stdin, stdout = _text_streams()
-    outcome = asyncio.run(run_classic(options.script, options.args, stdin, stdout, options.config))
+    config = config_path(options.config)
+    outcome = asyncio.run(run_classic(options.script, options.args, stdin, stdout, config))
     # Non-zero only when nothing could be done; a hang-up is a normal end of a call.
     return 1 if outcome in ("error", "config_error", "unknown_script") else 0
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from crm.model import Call, Direction, Disposition, Party, Transfer
+from crm.recordings.names import linked_name
 
 _FAILED_DIAL_STATUSES = frozenset({"CHANUNAVAIL", "CONGESTION", "INVALIDARGS", "DONTCALL"})
 
@@ -161,7 +162,9 @@ state: CallState, *, pbx_id: str, source: str, recording_url_template: str, ende
     recording_url = None
     if state.recording_file:
         recording_url = recording_url_template.format(
-            file=state.recording_file, call_id=state.call_id, pbx_id=pbx_id
+            file=linked_name(state.recording_file, recording_url_template),
+            call_id=state.call_id,
+            pbx_id=pbx_id,
         )
     agent = state.agent_extension
     if agent is None and state.rang:

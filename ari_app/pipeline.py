@@ -26,6 +26,7 @@ from crm.store_factory import AnyStore
 log = logging.getLogger("pbxcrm.calls")
 
 CallEventListener = Callable[[CallEvent], None]
+EventCheck = Callable[[list[CallEvent]], list[CallEvent]]
 # kv key of the heartbeat: the last moment (PBX clock, epoch seconds) this pbxcrm saw every
 # call it held open alive.
 ALIVE_KEY = "calls_alive_at:{pbx_id}"
@@ -77,6 +78,7 @@ class Pipeline:
         self._event_counters: dict[str, Any] = {}
         self.write_errors = 0
         self._late_steps = KeyedLocks()
+        self._event_check: EventCheck | None = None
         # True while the PBX link is up and its channel list has confirmed the open calls: only
         # then does the heartbeat vouch for them.
         self._following = False
@@ -84,6 +86,10 @@ class Pipeline:
     def add_call_listener(self, listener: CallEventListener) -> None:
         """Called with every lifecycle event once it is durable (screen pop, demo printer)."""
         self._call_listeners.append(listener)
+
+    def set_event_check(self, check: EventCheck) -> None:
+        """Applied to lifecycle events before they are stored (the recording file check)."""
+        self._event_check = check
 
     def add_frame_listener(self, listener: FrameListener) -> None:
         """Called with every tracked AMI frame (the originate service follows its actions)."""
@@ -220,6 +226,8 @@ class Pipeline:
     def _persist(self, call_events: list[CallEvent]) -> list[asyncio.Future[None]]:
         # Submitted synchronously, in arrival order: the store's writer commits in that order,
         # so each call's steps reach the outbox in sequence without a task per step.
+        if self._event_check is not None:
+            call_events = self._event_check(call_events)
         by_call: dict[str, list[CallEvent]] = {}
         for call_event in call_events:
             by_call.setdefault(call_event.call_id, []).append(call_event)

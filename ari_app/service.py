@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -35,6 +35,9 @@ from crm.model import Call, Direction, EventKind
 from crm.shutdown import cancel_and_wait, finish_within
 from crm.store_factory import AnyStore, backend_of, open_store
 
+if TYPE_CHECKING:
+    from crm.recordings.library import RecordingLibrary
+
 log = logging.getLogger("pbxcrm")
 
 SWEEP_INTERVAL_SECONDS = 60.0
@@ -53,9 +56,12 @@ class Service:
         *,
         send: bool = True,
         http_session: aiohttp.ClientSession | None = None,
+        follow_pbx: bool = True,
     ) -> None:
         self.settings = settings
         self.send = send
+        # False: no AMI/ARI connection; events come from elsewhere (an ARI capture replayed).
+        self.follow_pbx = follow_pbx
         self._own_session = http_session is None
         self._session = http_session
         self.store: AnyStore | None = None
@@ -69,6 +75,7 @@ class Service:
         self.scripts: ScriptContext | None = None
         self.fastagi: FastAgiServer | None = None
         self.http: web.AppRunner | None = None
+        self.recordings: RecordingLibrary | None = None  # with a [recordings] section
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Callable[[], Awaitable[object]]] = []
 
@@ -99,6 +106,7 @@ class Service:
             source=settings.pbx.source,
         )
         await self.pipeline.restore()
+        self._start_recordings()
         agent = settings.http.agent
         self.agent_board = AgentBoard(
             directions=agent.directions,
@@ -125,10 +133,15 @@ class Service:
         )
         self._tasks.append(asyncio.create_task(self._every(SPOOL_INTERVAL_SECONDS, spool.poll)))
         await self._sweep_originates()  # what a killed run left ringing gets its ending now
-        if settings.pbx.source == "ari":
+        if not self.follow_pbx:
+            pass
+        elif settings.pbx.source == "ari":
             await self._start_ari()
         else:
             await self._start_ami()
+        if self.originate is not None:
+            # A click-to-call's status answers how its call ended, once it has.
+            self.pipeline.add_call_listener(self.originate.on_call_event)
         if settings.agi.enabled:
             self.fastagi = await start_fastagi(settings.agi, self.scripts)
         if settings.http.enabled:
@@ -141,9 +154,33 @@ class Service:
                     metrics_registry=metrics.REGISTRY,
                     pipeline=self.pipeline,
                     agent_board=self.agent_board,
+                    recordings=self.recordings,
                 )
             )
             log.info("HTTP port on %s:%d", settings.http.host, self.http_port)
+
+    def _start_recordings(self) -> None:
+        """`[recordings]`: the file check before the final record is stored, conversion after
+        it, uploads for the adapters that send files, and the retention sweep."""
+        recordings = self.settings.recordings
+        if recordings is None:
+            return
+        from crm.recordings import retention
+        from crm.recordings.library import RecordingLibrary, attach
+
+        assert self.pipeline is not None and self.store is not None
+        library = self.recordings = RecordingLibrary(recordings, self.settings.calls.recording_dir)
+        self.pipeline.set_event_check(library.check_completed)
+        self.pipeline.add_call_listener(library.on_call_event)
+        attach(self.adapters, library)
+        store = self.store
+
+        async def sweep() -> None:
+            await retention.sweep(library, store, store.now())
+
+        if recordings.keep_days > 0 or not recordings.keep_original:
+            interval = recordings.sweep_interval_minutes * 60
+            self._tasks.append(asyncio.create_task(self._every(interval, sweep)))
 
     async def _start_ami(self) -> None:
         pipeline = self.pipeline
@@ -152,8 +189,30 @@ class Service:
         ami_settings = self.settings.pbx.ami
         pbx_id = self.settings.pbx.id
 
+        # Events that arrive while the channel list is outstanding wait for it: they happened
+        # after the channels it lists, and a Hangup read in the same chunk as the list's end
+        # would otherwise reach the tracker before the call it ends.
+        held: list[dict[str, str]] | None = None
+
+        def on_frame(frame: dict[str, str]) -> None:
+            if held is not None:
+                held.append(frame)
+            else:
+                pipeline.on_ami_frame(frame)
+
         async def reconcile() -> None:
+            nonlocal held
             metrics.ami_connected.labels(pbx_id).set(1)
+            assert self.ami is not None
+            held = []
+            try:
+                await channel_list()
+            finally:
+                frames, held = held, None
+                for frame in frames:
+                    pipeline.on_ami_frame(frame)
+
+        async def channel_list() -> None:
             assert self.ami is not None
             # The channel list tells which calls ended while we were away and which go on.
             response = await self.ami.send_action(
@@ -174,7 +233,7 @@ class Service:
 
         self.ami = AmiClient(
             ami_settings,
-            on_frame=pipeline.on_ami_frame,
+            on_frame=on_frame,
             on_connected=reconcile,
             on_disconnected=disconnected,
             frame_filter=tracked_frame_filter(),
@@ -333,6 +392,8 @@ class Service:
             await finish_within(self.pipeline.drain(), "writing the last call steps")
         if self.outbox is not None:
             await finish_within(self.outbox.stop(), "stopping the outbox")
+        if self.recordings is not None:  # after the outbox: an upload may wait for a file
+            await finish_within(self.recordings.close(), "closing the recordings library")
         for adapter in self.adapters:
             await finish_within(adapter.close(), f"closing CRM adapter {adapter!r}")
         if self.store is not None:

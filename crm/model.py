@@ -97,6 +97,7 @@ class Call(BaseModel):
     hangup_cause_text: str | None = None
     recording_file: str | None = None
     recording_url: str | None = None
+    recording_error: str | None = None  # why there is no link: file missing, empty, broken
     queue: str | None = None
     transfers: list[Transfer] = Field(default_factory=list)
     voicemail: bool = False

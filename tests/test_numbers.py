@@ -40,6 +40,12 @@ def test_fixdigital_sample_number_stays_in_its_national_form():
 
 def test_a_foreign_number_in_national_style_is_what_the_region_dials():
     assert format_number("+441234567890", "national", "RU") == "810441234567890"
+    assert format_number("+79853334455", "national", "US") == "01179853334455"
+
+
+def test_a_region_with_several_international_prefixes_dials_its_plain_one():
+    # Israel lists 00 and carrier prefixes (012, 013 ...) with none preferred.
+    assert format_number("+79853334455", "national", "IL") == "0079853334455"
 
 
 @pytest.mark.parametrize("extension", ["7181", "101", "517", "*2", "s"])

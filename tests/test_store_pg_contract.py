@@ -305,6 +305,11 @@ async def test_kv_contacts_notes_and_originates_round_trip(store: AnyStore) -> N
         "no answer",
         {"agent": "7181"},
     )
+    # The call's outcome, once it ended, replaces the request record.
+    ended = {"agent": "7181", "call_id": "1795418031.8", "outcome": "answered"}
+    assert await store.update_originate("o-9", state="ended", request=ended)
+    originate = await store.get_originate("o-9")
+    assert originate is not None and (originate.state, originate.request) == ("ended", ended)
 
 
 async def test_call_history_reads_every_pbx_through_the_reader(store: AnyStore) -> None:

@@ -108,15 +108,24 @@ def register_dialect(
     return register
 
 
-def parse_adapter_config(raw: dict[str, Any]) -> AdapterConfig:
-    """Validate one `[[crm]]` block against its dialect's model (raises ValueError)."""
+def parse_adapter_config(
+    raw: dict[str, Any], context: dict[str, Any] | None = None
+) -> AdapterConfig:
+    """Validate one `[[crm]]` block against its dialect's model (raises ValueError).
+
+    A block switched off (`enabled = false`) keeps its `env:`/`file:` secrets unread: the
+    example config ships every dialect that way, and a machine has only the secrets it uses.
+    """
     import crm.dialects  # noqa: F401 - registers the built-in dialects
+    from crm.secrets import SECRETS_CONTEXT_KEY
 
     type_name = raw.get("type")
     if type_name not in DIALECTS:
         known = ", ".join(sorted(DIALECTS))
         raise ValueError(f"unknown CRM type {type_name!r}; known types: {known}")
-    config = DIALECTS[type_name].config_model.model_validate(raw)
+    if raw.get("enabled") is False:
+        context = {**(context or {}), SECRETS_CONTEXT_KEY: "skip"}
+    config = DIALECTS[type_name].config_model.model_validate(raw, context=context)
     if not config.name:
         config.name = config.type
     return config

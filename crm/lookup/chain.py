@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 _CACHEABLE = frozenset({LookupStatus.FOUND, LookupStatus.NOTFOUND, LookupStatus.MULTIPLE})
 
 
-def parse_lookup_config(raw: dict[str, Any] | LookupConfig) -> LookupConfig:
+def parse_lookup_config(
+    raw: dict[str, Any] | LookupConfig, context: dict[str, Any] | None = None
+) -> LookupConfig:
     """Validate one `[[lookup]]` block against its kind's model (raises ValueError)."""
     import crm.lookup  # noqa: F401 - registers the built-in lookup sources
 
@@ -37,7 +39,7 @@ def parse_lookup_config(raw: dict[str, Any] | LookupConfig) -> LookupConfig:
         if kind not in LOOKUP_KINDS:
             known = ", ".join(sorted(LOOKUP_KINDS))
             raise ValueError(f"unknown lookup type {kind!r}; known types: {known}")
-        config = LOOKUP_KINDS[kind].config_model.model_validate(raw)
+        config = LOOKUP_KINDS[kind].config_model.model_validate(raw, context=context)
     bad = [style for style in config.number_formats if style not in NUMBER_STYLES]
     if bad:
         raise ValueError(

@@ -202,7 +202,7 @@ def test_a_corrupted_timestamp_header_is_not_a_time_and_breaks_nothing(stamp: st
         event = frame_to_event(frame, clock.stamp(frame))
         if event is not None:
             kinds += [e.kind.value for e in tracker.handle(event)]
-    assert kinds == ["ringing", "answered", "hangup", "completed"]
+    assert kinds == ["ringing", "answered", "leg_ended", "hangup", "completed"]
 
 
 # -- FastAGI -------------------------------------------------------------------------------
