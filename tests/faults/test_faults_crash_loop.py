@@ -2,7 +2,7 @@
 and two CRMs are slow, then started again: every call reaches every CRM exactly once by
 idempotency key (at-least-once by request), in per-call order, and ends with `completed`.
 
-Each run: the fake PBX replays the demo capture (the eight recorded calls joined, one AMI
+Each run: the fake PBX replays the demo capture (the recorded calls joined, one AMI
 session, recorded gaps capped so it streams for ~2 s); the real `pbxcrm run` process delivers to
 two webhook CRMs (one aiohttp server, random 0-30 ms per answer, concurrency 2 each); it is
 SIGKILLed at a random moment between its AMI login and the end of delivery, then restarted. The
@@ -15,7 +15,7 @@ CRM, each call that arrived got exactly the tracker's steps (seq, kind and the f
 direction, numbers, agent, disposition, who hung up), or - for a call the kill cut - the
 tracker's first steps followed only by pbxcrm's reconciled closing; no step of the recording
 arrived out of order, twice by key or not at all before a later one. A first, unkilled run must
-deliver every step of all eight calls to both CRMs. Also checked: both CRMs saw the same steps,
+deliver every step of every recorded call to both CRMs. Also checked: both CRMs saw the same steps,
 no outbox row is pending or dead, and requests sent twice (in flight at the kill, same key) are
 at most the number that can be in flight. The 100 runs take ~80-120 s on a 2-CPU machine, so
 CI runs all of them; PBXCRM_FAULT_SEED picks another set of kill moments.
