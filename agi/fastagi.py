@@ -27,6 +27,7 @@ from agi.protocol import (
 )
 from agi.runner import run_script
 from agi.settings import AgiSettings
+from crm.shutdown import cancel_and_wait, finish_within
 
 log = logging.getLogger("pbxcrm.agi")
 
@@ -198,12 +199,9 @@ class FastAgiServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._sessions):
-            task.cancel()
-        if self._sessions:
-            await asyncio.gather(*self._sessions, return_exceptions=True)
+        await cancel_and_wait(list(self._sessions), "FastAGI sessions")
         if self._server is not None:
-            await self._server.wait_closed()
+            await finish_within(self._server.wait_closed(), "closing the FastAGI listener")
             self._server = None
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

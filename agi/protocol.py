@@ -134,7 +134,7 @@ class AgiReply:
 
 # `200 result=1 (+7903...)`, `200 result=0 endpos=3520`, `200 result= (timeout)`.
 _REPLY_200 = re.compile(
-    r"200 result=(?P<result>\S*)(?: \((?P<data>.*)\))?(?: endpos=(?P<endpos>-?\d+))?"
+    r"200 result=(?P<result>\S*)(?: \((?P<data>.*)\))?(?: endpos=(?P<endpos>-?[0-9]{1,18}))?"
 )
 
 

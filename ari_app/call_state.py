@@ -87,6 +87,7 @@ class CallState:
     hangup_sent: bool = False
     reconciled: bool = False
     merged_into: str | None = None
+    end_estimated: bool = False
 
 
 def utc(ts: float | None) -> datetime | None:
@@ -196,6 +197,7 @@ state: CallState, *, pbx_id: str, source: str, recording_url_template: str, ende
         originate_id=state.originate_id,
         variables=dict(state.variables),
         ended=ended,
+        end_estimated=state.end_estimated,
     )
 
 

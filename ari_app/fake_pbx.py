@@ -23,6 +23,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crm.shutdown import cancel_and_wait, finish_within
+
 log = logging.getLogger(__name__)
 
 RECONNECT_MARKER = b"# --- connection closed by server; reconnected ---"
@@ -476,13 +478,9 @@ class FakePbx:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._sessions):
-            task.cancel()
-        for task in list(self._sessions):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(list(self._sessions), "fake PBX sessions")
         if self._server is not None:
-            await self._server.wait_closed()
+            await finish_within(self._server.wait_closed(), "closing the fake PBX listener")
             self._server = None
 
     async def __aenter__(self) -> FakePbx:

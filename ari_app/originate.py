@@ -29,6 +29,7 @@ from ari_app.ami import AmiActionTimeout, AmiConnectionLost, AmiNotConnected
 from ari_app.extension_owner import ExtensionOwners
 from ari_app.http.settings import FraudRules, OriginateSettings
 from crm.model import Call, CallEvent, EventKind
+from crm.shutdown import finish_within
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("pbxcrm.audit")
@@ -659,7 +660,7 @@ class OriginateService:
         for handle in self._watchdogs.values():
             handle.cancel()
         self._watchdogs.clear()
-        await self.flush()
+        await finish_within(self.flush(), "click-to-call state writes")
 
 
 def record_json(record: OriginateRecord) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ari_app.ami_events import PbxClock, frame_to_event
 from ari_app.call_rules import CallRules
-from ari_app.channel_events import ChannelEvent, PbxDisconnected
+from ari_app.channel_events import ChannelEvent, PbxDisconnected, SnapshotComplete
 from ari_app.tracker import CallTracker
 from crm import metrics
 from crm.adapters.base import Adapter
@@ -27,6 +27,9 @@ log = logging.getLogger("pbxcrm.calls")
 
 CallEventListener = Callable[[CallEvent], None]
 EventCheck = Callable[[list[CallEvent]], list[CallEvent]]
+# kv key of the heartbeat: the last moment (PBX clock, epoch seconds) this pbxcrm saw every
+# call it held open alive.
+ALIVE_KEY = "calls_alive_at:{pbx_id}"
 FrameListener = Callable[[dict[str, str]], None]
 
 
@@ -76,6 +79,9 @@ class Pipeline:
         self.write_errors = 0
         self._late_steps = KeyedLocks()
         self._event_check: EventCheck | None = None
+        # True while the PBX link is up and its channel list has confirmed the open calls: only
+        # then does the heartbeat vouch for them.
+        self._following = False
 
     def add_call_listener(self, listener: CallEventListener) -> None:
         """Called with every lifecycle event once it is durable (screen pop, demo printer)."""
@@ -92,10 +98,17 @@ class Pipeline:
     async def restore(self) -> int:
         """Take back the calls that were open when pbxcrm stopped; returns how many."""
         calls = await self.store.open_calls(self.pbx_id)
+        alive_at = _float_or_none(await self.store.get_kv(ALIVE_KEY.format(pbx_id=self.pbx_id)))
         for call in calls:
             events = await self.store.events_for(self.pbx_id, call.call_id)
             last_seq = max((event.seq for event in events), default=0)
-            self.tracker.restore(call, last_seq, {event.kind for event in events})
+            # The heartbeat covers the calls open when it was written: those started before.
+            started = call.start_time.timestamp() if call.start_time is not None else None
+            alive_until = alive_at if started is not None and alive_at is not None and (
+                started <= alive_at) else None
+            self.tracker.restore(
+                call, last_seq, {event.kind for event in events}, alive_until=alive_until
+            )
         metrics.calls_active.set(self.tracker.active_calls)
         self.tracker.begin_snapshot()
         if calls:
@@ -118,6 +131,10 @@ class Pipeline:
             self.on_channel_event(event)
 
     def on_channel_event(self, event: ChannelEvent) -> None:
+        if isinstance(event, SnapshotComplete):
+            self._following = True
+        elif isinstance(event, PbxDisconnected):
+            self._following = False
         call_events = self.tracker.handle(event)
         if call_events:
             self._persist(call_events)
@@ -131,6 +148,17 @@ class Pipeline:
         call_events = self.tracker.sweep(self.clock.stamp({}))
         if call_events:
             self._persist(call_events)
+
+    async def heartbeat(self) -> bool:
+        """Store "every open call is alive now" (run now and then): a call that ends while
+        pbxcrm is down then ends, after the restart, no earlier than this moment. Written
+        through the store's single writer, after every step handed to it before. Returns
+        whether a heartbeat was written (not while the PBX link is down or unconfirmed)."""
+        if not self._following or not self.tracker.active_calls:
+            return False
+        now = self.clock.stamp({})
+        await self.store.put_kv(ALIVE_KEY.format(pbx_id=self.pbx_id), repr(now))
+        return True
 
     async def add_call_event(
         self,
@@ -245,3 +273,11 @@ class Pipeline:
         """Wait until everything handed to the store so far is committed."""
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+
+def _float_or_none(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        log.warning("ignoring a heartbeat that is not a number: %r", text)
+        return None

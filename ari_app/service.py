@@ -4,7 +4,6 @@ port and FastAGI, started together and stopped in reverse order."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from ari_app.survey_spool import SurveySpoolReader
 from crm import metrics
 from crm.adapters.base import Adapter, build_adapter
 from crm.model import Call, Direction, EventKind
+from crm.shutdown import cancel_and_wait, finish_within
 from crm.store_factory import AnyStore, backend_of, open_store
 
 if TYPE_CHECKING:
@@ -126,6 +126,8 @@ class Service:
         )
         self._tasks.append(asyncio.create_task(self._every(SWEEP_INTERVAL_SECONDS,
                                                            self._sweep)))
+        self._tasks.append(asyncio.create_task(
+            self._every(settings.calls.heartbeat_seconds, self._heartbeat)))
         spool = SurveySpoolReader(
             settings.agi.survey_spool, self.store, self.record_survey, pbx_id=settings.pbx.id
         )
@@ -346,6 +348,10 @@ class Service:
             except Exception:
                 log.exception("periodic job %s failed; will try again", job)
 
+    async def _heartbeat(self) -> None:
+        assert self.pipeline is not None
+        await self.pipeline.heartbeat()
+
     async def _sweep(self) -> None:
         assert self.pipeline is not None
         self.pipeline.sweep()
@@ -369,31 +375,28 @@ class Service:
             log.warning("closed %d click-to-call(s) a stopped pbxcrm left without outcome", failed)
 
     async def stop(self) -> None:
+        # Each step is bounded (crm.shutdown): one stuck part must not hang SIGTERM, and the
+        # steps after it (the store's last commit above all) must still run.
         if self.http is not None:
-            await self.http.cleanup()
+            await finish_within(self.http.cleanup(), "stopping the HTTP port")
         if self.fastagi is not None:
-            await self.fastagi.stop()
+            await finish_within(self.fastagi.stop(), "stopping FastAGI")
         if self.ami is not None:
-            await self.ami.stop()
+            await finish_within(self.ami.stop(), "stopping the AMI client")
         for closer in reversed(self._closers):
-            with contextlib.suppress(Exception):
-                await closer()
+            await finish_within(closer(), f"closing {closer!r}")
         if self.ari is not None:
-            await self.ari.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await finish_within(self.ari.stop(), "stopping the ARI client")
+        await cancel_and_wait(self._tasks, "periodic jobs")
         if self.pipeline is not None:
-            await self.pipeline.drain()
+            await finish_within(self.pipeline.drain(), "writing the last call steps")
         if self.outbox is not None:
-            await self.outbox.stop()
+            await finish_within(self.outbox.stop(), "stopping the outbox")
         if self.recordings is not None:  # after the outbox: an upload may wait for a file
-            await self.recordings.close()
+            await finish_within(self.recordings.close(), "closing the recordings library")
         for adapter in self.adapters:
-            await adapter.close()
+            await finish_within(adapter.close(), f"closing CRM adapter {adapter!r}")
         if self.store is not None:
-            await self.store.close()
+            await finish_within(self.store.close(), "closing the store")
         if self._own_session and self._session is not None:
-            await self._session.close()
+            await finish_within(self._session.close(), "closing the CRM HTTP session")

@@ -1,7 +1,8 @@
 """Group commit: one writer task turns whatever writes are waiting into one transaction.
 
-Shared by the SQLite and PostgreSQL stores; each supplies how a batch is committed. Measured
-here: ~2.8k SQLite commits/s one row at a time against ~170k rows/s in batches.
+Shared by the SQLite and PostgreSQL stores; each supplies how a batch is committed. SQLite
+pays per commit, not per row, so batching is what sets ingest speed; what it buys end to end
+is measured by `python -m tests.benchmarks` (AMI ingest, docs/benchmarks.md).
 """
 
 from __future__ import annotations

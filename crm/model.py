@@ -105,6 +105,9 @@ class Call(BaseModel):
     originate_id: str | None = None  # click-to-call request that created it (CRM_CALL_ID)
     variables: dict[str, str] = Field(default_factory=dict)  # CRM_* channel variables seen
     ended: bool = False
+    # pbxcrm did not see the call end (it was down or cut off from the PBX, or the Hangup was
+    # lost): end_time is the last moment it knew the call alive, so the true end is later.
+    end_estimated: bool = False
 
 
 class CallEvent(BaseModel):

@@ -43,8 +43,11 @@ def rates_the_agent(number: str, extension: str | None) -> bool:
 async def ask_rating(channel: AgiChannel, settings: SurveySettings) -> int | None:
     for attempt in range(1, settings.attempts + 1):
         digits = await channel.get_data(settings.question_prompt, settings.timeout_ms, 1)
-        if digits.isdigit() and settings.min_digit <= int(digits) <= settings.max_digit:
-            return int(digits)
+        # One ASCII digit was asked for: anything longer (a broken or hostile reply of
+        # thousands of digits, which int() refuses) or a non-ASCII digit is no rating.
+        if len(digits) == 1 and digits in "0123456789":
+            if settings.min_digit <= int(digits) <= settings.max_digit:
+                return int(digits)
         log.info(
             "survey %s: attempt %d/%d got %s",
             channel.env.uniqueid,
