@@ -102,20 +102,27 @@ class FastAgiChannel(CommandChannel):
         self._writer = writer
         self._reply_timeout = reply_timeout
         self._watchdog = watchdog
+        # Asked once per session: the wire trace's arguments cost more than the check.
+        self._trace = log.isEnabledFor(logging.DEBUG)
 
     async def command(self, verb: str, *args: object) -> AgiReply:
         line = format_command(verb, *args)
-        log.debug("AGI %s >> %s", self.env.uniqueid, line)
+        if self._trace:
+            log.debug("AGI %s >> %s", self.env.uniqueid, line)
+        writer = self._writer
         try:
-            self._writer.write(line.encode("utf-8", errors="replace") + b"\n")
-            await self._writer.drain()
+            writer.write(line.encode("utf-8", errors="replace") + b"\n")
+            # Only a full socket buffer needs waiting for (a lost connection shows at the read).
+            if writer.transport.get_write_buffer_size():
+                await writer.drain()
         except (ConnectionError, OSError) as exc:
             raise AgiHangup(f"connection lost while sending: {exc}") from None
         self._watchdog.start(self._reply_timeout)
         try:
             while True:
                 text = await read_line(self._reader)
-                log.debug("AGI %s << %s", self.env.uniqueid, text)
+                if self._trace:
+                    log.debug("AGI %s << %s", self.env.uniqueid, text)
                 if (reply := self._replies.feed(text)) is not None:
                     return reply
         except asyncio.CancelledError:

@@ -76,6 +76,7 @@ class Pipeline:
         self._frame_listeners: list[FrameListener] = []
         self.events_seen = 0
         self._event_counters: dict[str, Any] = {}
+        self._uncounted: dict[str, int] = {}
         self.write_errors = 0
         self._late_steps = KeyedLocks()
         self._event_check: EventCheck | None = None
@@ -119,16 +120,33 @@ class Pipeline:
 
     def on_ami_frame(self, frame: dict[str, str]) -> None:
         self.events_seen += 1
-        name = frame.get("Event", "")
-        counter = self._event_counters.get(name)
-        if counter is None:
-            counter = self._event_counters[name] = metrics.ami_events_total.labels(name)
-        counter.inc()
+        self._count_event(frame.get("Event", ""))
         for listener in self._frame_listeners:
             listener(frame)
         event = frame_to_event(frame, self.clock.stamp(frame))
         if event is not None:
             self.on_channel_event(event)
+
+    def _count_event(self, name: str) -> None:
+        # Summed per loop turn and added to the Prometheus counter once per name: its inc()
+        # takes a lock every time, once per frame of a read that holds a hundred.
+        pending = self._uncounted
+        if not pending:
+            try:
+                asyncio.get_running_loop().call_soon(self._flush_event_counts)
+            except RuntimeError:  # fed without an event loop (tests): count at once
+                pending[name] = 1
+                self._flush_event_counts()
+                return
+        pending[name] = pending.get(name, 0) + 1
+
+    def _flush_event_counts(self) -> None:
+        for name, count in self._uncounted.items():
+            counter = self._event_counters.get(name)
+            if counter is None:
+                counter = self._event_counters[name] = metrics.ami_events_total.labels(name)
+            counter.inc(count)
+        self._uncounted.clear()
 
     def on_channel_event(self, event: ChannelEvent) -> None:
         if isinstance(event, SnapshotComplete):

@@ -471,7 +471,7 @@ async def test_each_reply_has_its_own_timeout_not_the_whole_session(harness, cap
     rec = load_recording("caller_check")
     server = await harness.start([LOCAL_CONTACTS], reply_timeout_seconds=1.5)
     replies = [*rec.replies, OK, OK, OK]
-    with caplog.at_level(logging.INFO, "pbxcrm.agi"):
+    with caplog.at_level(logging.DEBUG, "pbxcrm.agi"):
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(rec.env)
         commands = []
