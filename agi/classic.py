@@ -1,191 +1,98 @@
-"""Classic AGI: `AGI(pbxcrm-agi,<script>[,args...])`, one process per call, on pyst2.
+"""Classic AGI: `AGI(pbxcrm-agi,<script>[,args...])`, one process per call.
 
-The same scripts as FastAGI, over stdin/stdout. pyst2 0.5.1 reads the environment, handles
-SIGHUP and writes the commands; its reply parsing is replaced, because (measured) it raises
-ValueError rather than AGIHangup on a HANGUP line or end of input, turns a variable whose
-value is "hangup" into a hang-up, does not escape `"`, `\\` or newline, and traces every line
-to stderr. Here: replies go through agi.channel.ReplyReader like FastAGI's, every argument
-through agi.protocol.quote_arg, and the trace goes nowhere.
+The session goes to `pbxcrm run`'s FastAGI listener when it answers (agi.classic_relay: the
+daemon runs the script with its lookup cache and queues a survey rating straight into its
+outbox); otherwise, or with `[agi] classic_via_daemon = false`, the script runs in this
+process on pyst2 (agi.pyst2_driver). Asterisk starts this program for every call, so this
+module imports only what the relay needs; the in-process driver is imported when used.
 
-Config: `--config PATH` or env PBXCRM_CONFIG; only `[agi]` and `[[lookup]]` are read.
+Config: `--config PATH`, else env PBXCRM_AGI_CONFIG or PBXCRM_CONFIG, else
+/etc/pbxcrm/agi.toml. Only `[agi]` and `[[lookup]]` are read, so the file Asterisk's user reads
+can be a small one holding just those (config/pbxcrm-agi.example.toml), without the CRM secrets
+of pbxcrm.toml. Without any config the session stays here (and says where to put one): where
+the daemon listens is not guessed.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import io
-import logging
 import os
 import sys
-import tomllib
 from collections.abc import Sequence
-from pathlib import Path
-from typing import IO, Any
 
-import aiohttp
-from asterisk.agi import AGI, AGIHangup
+from agi.classic_relay import connect, fastagi_environment, looks_like_environment, relay
+from agi.classic_relay import read_environment as read_classic_environment
 
-from agi.channel import CommandChannel, ReplyReader
-from agi.context import ScriptContext, SurveyResult, SurveySink, build_script_context
-from agi.protocol import AgiEnvironment, AgiError, AgiHangup, AgiProtocolError, AgiReply, quote_arg
-from agi.runner import run_script
-from agi.scripts import SCRIPTS
-from agi.settings import AgiSettings
-
-log = logging.getLogger("pbxcrm.agi")
+DEFAULT_CONFIG = "/etc/pbxcrm/agi.toml"
+DEFAULT_DAEMON = ("127.0.0.1", 4573)  # AgiSettings' host and port defaults
 
 
-class _Discard(io.StringIO):
-    """pyst2's stderr trace would put every caller's number in Asterisk's console log."""
+def config_path(option: str | None) -> str | None:
+    """`--config`, the environment, or the default file when it exists; None: nothing found.
 
-    def write(self, text: str) -> int:
-        return len(text)
-
-
-class Pyst2Agi(AGI):
-    """pyst2's AGI with a reply reader that knows HANGUP, 511, 520 and end of input."""
-
-    def __init__(self, stdin: IO[str], stdout: IO[str]) -> None:
-        self.replies = ReplyReader()
-        super().__init__(stdin=stdin, stdout=stdout, stderr=_Discard())
-
-    def get_result(self, stdin: object = None) -> AgiReply:  # type: ignore[override]
-        while True:
-            line = self.stdin.readline()
-            if not line.endswith("\n"):
-                raise AgiHangup("Asterisk closed stdin")
-            if (reply := self.replies.feed(line.rstrip("\r\n"))) is not None:
-                return reply
-
-
-class ClassicChannel(CommandChannel):
-    def __init__(self, env: AgiEnvironment, agi: Pyst2Agi) -> None:
-        super().__init__(env)
-        self._agi = agi
-        self._replies = agi.replies
-
-    @property
-    def hung_up(self) -> bool:
-        return self._replies.hung_up or self._agi._got_sighup
-
-    async def command(self, verb: str, *args: object) -> AgiReply:
-        try:
-            return self._agi.execute(verb, *(quote_arg(a) for a in args))  # type: ignore[no-any-return]
-        except AGIHangup as exc:  # SIGHUP before the command, or EPIPE writing it
-            raise AgiHangup(f"{type(exc).__name__}: {exc}") from None
-        except (BrokenPipeError, ValueError) as exc:  # ValueError: stdout already closed
-            raise AgiHangup(f"cannot write to Asterisk: {exc}") from None
-
-
-def classic_environment(raw: dict[str, str], script_args: Sequence[str]) -> AgiEnvironment:
-    """pyst2's env dict checked like FastAGI's; the script's own args are the argv after it."""
-    if not raw:
-        raise AgiProtocolError("no AGI environment on stdin")
-    bad = [key for key in raw if not key.startswith("agi_")]
-    if bad:
-        raise AgiProtocolError(f"not an AGI environment line: {bad[0][:80]!r}")
-    return AgiEnvironment(dict(raw), tuple(script_args))
-
-
-def spool_sink(path: Path) -> SurveySink:
-    """A classic AGI process cannot reach the daemon's outbox: append one JSON line instead.
-
-    O_APPEND with a single write() per line keeps concurrent callers' lines whole.
+    Asterisk starts classic AGI programs with its own environment, which rarely holds ours:
+    the default file (or `--config=` in the AGI() arguments) is what works out of the box.
     """
-
-    async def sink(result: SurveyResult) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        line = (result.model_dump_json() + "\n").encode("utf-8")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
-
-    return sink
+    for candidate in (
+        option,
+        os.environ.get("PBXCRM_AGI_CONFIG"),
+        os.environ.get("PBXCRM_CONFIG"),
+    ):
+        if candidate:
+            return candidate
+    return DEFAULT_CONFIG if os.path.isfile(DEFAULT_CONFIG) else None
 
 
-def load_config(path: str | None) -> tuple[AgiSettings, list[dict[str, Any]]]:
-    """`[agi]` and `[[lookup]]` of the pbxcrm config (raises ValueError, worded for an admin)."""
-    if not path:
-        return AgiSettings(), []
+def daemon_address(config: str | None) -> tuple[str, int] | None:
+    """Where the daemon's FastAGI listener is, or None when the session must stay here.
+
+    Only a peek at `[agi]`: a config that does not read cleanly sends the session to the
+    in-process driver, which validates it fully and names the mistake.
+    """
+    if not config:
+        return None
+    import tomllib
+
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read config file: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
-    try:
-        settings = AgiSettings.model_validate(raw.get("agi", {}))
-    except ValueError as exc:
-        raise ValueError(f"{path}: [agi]: {exc}") from None
-    lookups = raw.get("lookup", [])
-    if not isinstance(lookups, list):
-        raise ValueError(f"{path}: lookup must be [[lookup]] blocks")
-    return settings, lookups
+        with open(config, "rb") as handle:
+            section = tomllib.load(handle).get("agi", {})
+    except (OSError, ValueError):
+        return None
+    if not isinstance(section, dict):
+        return None
+    host = section.get("host", DEFAULT_DAEMON[0])
+    port = section.get("port", DEFAULT_DAEMON[1])
+    relayed = section.get("enabled", True), section.get("classic_via_daemon", True)
+    if relayed != (True, True):
+        return None
+    if not isinstance(host, str) or type(port) is not int or not 0 < port <= 65535:
+        return None
+    return host, port
 
 
-async def run_classic(
-    script: str,
-    script_args: Sequence[str],
-    stdin: IO[str],
-    stdout: IO[str],
-    config_path: str | None,
-) -> str:
-    agi = Pyst2Agi(stdin, stdout)
-    try:
-        env = classic_environment(agi.env, script_args)
-    except AgiProtocolError as exc:
-        log.error("pbxcrm-agi %s: %s", script, exc)
-        return "error"
-    channel = ClassicChannel(env, agi)
-    try:
-        settings, lookups = load_config(config_path)
-    except ValueError as exc:
-        # Still answer the dialplan: its fallback branch must be taken, not a stale one.
-        log.error("pbxcrm-agi %s: %s", script, exc)
-        failure = SCRIPTS[script].on_failure if script in SCRIPTS else {}
-        if failure:
-            try:
-                await channel.set_variables(failure)
-            except AgiError as hangup:
-                log.info("pbxcrm-agi %s: %s", script, hangup)
-        return "config_error"
-    async with aiohttp.ClientSession() as http:
-        try:
-            context: ScriptContext = build_script_context(
-                settings, lookups, http, spool_sink(settings.survey_spool)
-            )
-        except ValueError as exc:
-            log.error("pbxcrm-agi %s: %s", script, exc)
-            context = ScriptContext(settings, survey_sink=spool_sink(settings.survey_spool))
-        return await run_script(script, channel, context)
-
-
-def _text_streams() -> tuple[IO[str], IO[str]]:
-    # Bytes that are not UTF-8 (a caller name from some trunk) must not kill the script.
-    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="\n")
-    stdout = io.TextIOWrapper(
-        sys.stdout.buffer, encoding="utf-8", errors="replace", newline="\n", line_buffering=True
-    )
-    return stdin, stdout
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pbxcrm-agi", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help=f"default: $PBXCRM_AGI_CONFIG, then {DEFAULT_CONFIG}")
+    parser.add_argument("script", help="caller_check, crm_lookup or survey")
+    parser.add_argument("args", nargs="*")
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pbxcrm-agi", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default=os.environ.get("PBXCRM_CONFIG"))
-    parser.add_argument("script", help=f"one of: {', '.join(sorted(SCRIPTS))}")
-    parser.add_argument("args", nargs="*")
-    options = parser.parse_args(argv)
-    # Asterisk shows a classic AGI's stderr on its console: one line per problem, no trace.
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="pbxcrm-agi %(levelname)s %(message)s"
-    )
-    stdin, stdout = _text_streams()
-    outcome = asyncio.run(run_classic(options.script, options.args, stdin, stdout, options.config))
-    # Non-zero only when nothing could be done; a hang-up is a normal end of a call.
-    return 1 if outcome in ("error", "config_error", "unknown_script") else 0
+    options = _parse(argv)
+    config = config_path(options.config)
+    address = daemon_address(config)
+    stdin_fd = sys.stdin.fileno()
+    environment = read_classic_environment(stdin_fd)
+    if address is not None and looks_like_environment(environment):
+        sock = connect(*address)
+        if sock is not None:
+            fastagi = fastagi_environment(environment, options.script, options.args)
+            if relay(sock, fastagi, stdin_fd, sys.stdout.fileno()):
+                return 0  # the daemon logged the outcome; a hang-up is a normal end
+    from agi.pyst2_driver import run_in_process
+
+    return run_in_process(options.script, options.args, config, environment)
 
 
 if __name__ == "__main__":

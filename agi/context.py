@@ -78,6 +78,9 @@ class ScriptContext:
             return LookupResult(status=LookupStatus.ERROR, error=f"no {what} configured")
         budget = self.settings.lookup_budget_seconds
         try:
+            if isinstance(target, LookupChain):
+                # The chain spends the budget only on real requests: no timer for a cache hit.
+                return await target.lookup(request, budget)
             async with asyncio.timeout(budget):
                 return await target.lookup(request)
         except TimeoutError:

@@ -9,6 +9,7 @@ here is pure (no I/O) so both drivers parse exactly the same way.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 MAX_ENV_LINES = 256  # Asterisk sends ~25 lines plus one per argument; more means garbage
@@ -89,19 +90,28 @@ class EnvParser:
                     "empty AGI environment (no agi_* lines before the blank line)"
                 )
             return True
-        self.lines += 1
-        if self.lines > MAX_ENV_LINES:
-            raise AgiProtocolError(f"AGI environment longer than {MAX_ENV_LINES} lines")
-        key, sep, value = line.partition(":")
-        if not sep or not key.startswith("agi_") or not key.isascii() or " " in key:
-            raise AgiProtocolError(f"not an AGI environment line: {line[:80]!r}")
-        # Asterisk writes "key: value"; only the single separator space is syntax.
-        self.values[key] = value[1:] if value.startswith(" ") else value
+        self.feed_lines((line,))
         return False
+
+    def feed_lines(self, lines: Sequence[str]) -> None:
+        """Lines that are all `agi_*` lines (none blank), in one loop: FastAGI reads the block
+        at once, and a call per line was a tenth of what reading it costs."""
+        if self.lines + len(lines) > MAX_ENV_LINES:
+            raise AgiProtocolError(f"AGI environment longer than {MAX_ENV_LINES} lines")
+        values = self.values
+        for line in lines:
+            key, sep, value = line.partition(":")
+            if not sep or not key.startswith("agi_") or not key.isascii() or " " in key:
+                raise AgiProtocolError(f"not an AGI environment line: {line[:80]!r}")
+            # Asterisk writes "key: value"; only the single separator space is syntax.
+            values[key] = value[1:] if value[:1] == " " else value
+            self.lines += 1
 
     def result(self) -> AgiEnvironment:
         numbered = sorted(
-            (int(m.group(1)), v) for k, v in self.values.items() if (m := _ARG_KEY.fullmatch(k))
+            (int(m.group(1)), v)
+            for k, v in self.values.items()
+            if k.startswith("agi_arg_") and (m := _ARG_KEY.fullmatch(k))
         )
         return AgiEnvironment(dict(self.values), tuple(v for _, v in numbered))
 
@@ -124,7 +134,7 @@ class AgiReply:
 
 # `200 result=1 (+7903...)`, `200 result=0 endpos=3520`, `200 result= (timeout)`.
 _REPLY_200 = re.compile(
-    r"200 result=(?P<result>\S*)(?: \((?P<data>.*)\))?(?: endpos=(?P<endpos>-?\d+))?"
+    r"200 result=(?P<result>\S*)(?: \((?P<data>.*)\))?(?: endpos=(?P<endpos>-?[0-9]{1,18}))?"
 )
 
 

@@ -6,18 +6,38 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from agi.channel import AgiChannel
 from agi.context import ScriptContext
 from agi.protocol import AgiCommandError, AgiError, AgiHangup, AgiProtocolError
 from agi.scripts import SCRIPTS
-from crm.metrics import agi_sessions_total
 
 log = logging.getLogger("pbxcrm.agi")
 
+# (script, outcome) -> its counter: labels() takes a lock and builds its key on every call.
+_session_counters: dict[tuple[str, str], Any] = {}
 
-async def run_script(name: str, channel: AgiChannel, context: ScriptContext) -> str:
-    """Never raises (except cancellation): returns the outcome label that was logged."""
+
+def count_session(script: str, outcome: str) -> None:
+    counter = _session_counters.get((script, outcome))
+    if counter is None:
+        # Imported at the first count, not with this module: a classic AGI process has no
+        # /metrics to serve, and prometheus_client (with its HTTP server) is 5% of its start.
+        from crm.metrics import agi_sessions_total
+
+        counter = agi_sessions_total.labels(script=script, outcome=outcome)
+        _session_counters[(script, outcome)] = counter
+    counter.inc()
+
+
+async def run_script(
+    name: str, channel: AgiChannel, context: ScriptContext, *, counted: bool = True
+) -> str:
+    """Never raises (except cancellation): returns the outcome label that was logged.
+
+    `counted`: add the outcome to the process's metrics (not in a classic AGI process).
+    """
     script = SCRIPTS.get(name)
     env = channel.env
     if script is None:
@@ -28,7 +48,8 @@ async def run_script(name: str, channel: AgiChannel, context: ScriptContext) -> 
             name[:60],
             ", ".join(sorted(SCRIPTS)),
         )
-        agi_sessions_total.labels(script="unknown", outcome="unknown_script").inc()
+        if counted:
+            count_session("unknown", "unknown_script")
         return "unknown_script"
     started = time.monotonic()
     try:
@@ -53,7 +74,8 @@ async def run_script(name: str, channel: AgiChannel, context: ScriptContext) -> 
         log.exception("AGI %s %s: script failed", name, env.uniqueid)
         outcome = "error"
         await _set_failure_variables(script.on_failure, channel, name)
-    agi_sessions_total.labels(script=name, outcome=outcome).inc()
+    if counted:
+        count_session(name, outcome)
     log.debug("AGI %s %s: %s in %.1f ms", name, env.uniqueid, outcome, _ms_since(started))
     return outcome
 

@@ -68,7 +68,10 @@ class AgiSettings(BaseModel):
     # Hard cap of one whole session, so nothing can pin a connection forever.
     session_timeout_seconds: float = Field(default=600.0, gt=0)
     max_sessions: int = Field(default=500, ge=1)
-    # Classic AGI runs in its own process and cannot reach pbxcrm's outbox: it appends survey
+    # pbxcrm-agi (classic AGI) hands each session to this listener when `pbxcrm run` answers
+    # there: a process per call that runs the scripts itself costs ~10x a bare pyst2 script.
+    classic_via_daemon: bool = Field(default=True, strict=True)
+    # Classic AGI run in its own process cannot reach pbxcrm's outbox: it appends survey
     # results here (JSON lines) for `pbxcrm run` to pick up.
     survey_spool: Path = Path("var/pbxcrm-survey-spool.jsonl")
     caller_check: CallerCheckSettings = Field(default_factory=CallerCheckSettings)

@@ -16,8 +16,9 @@ MAX_NAME_LENGTH = 80
 MAX_DEPTH = 8
 
 _NOT_NAME = re.compile(r"[^A-Z0-9]+")
-# Goes into Dial()/Goto() in the dialplan: no `&`, `,`, `/` or spaces may get through.
-_EXTENSION = re.compile(r"[0-9A-Za-z*#+_\-]{1,32}")
+# Goes into Dial(PJSIP/...) in the dialplan: digits only, so neither `&`, `,`, `/` nor an
+# endpoint name such as `trunk` (which Dial would call) can get through.
+_EXTENSION = re.compile(r"[0-9]{1,32}")
 
 
 def variable_part(key: object) -> str:
@@ -38,7 +39,7 @@ def safe_extension(value: str | None) -> str | None:
     if value and _EXTENSION.fullmatch(value):
         return value
     if value:
-        log.warning("CRM owner extension %r is not a dialable extension; ignored", value[:40])
+        log.warning("CRM owner extension %r is not an extension (digits only); ignored", value[:40])
     return None
 
 

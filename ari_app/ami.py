@@ -31,6 +31,7 @@ from ari_app.ami_errors import (
 from ari_app.ami_protocol import AmiProtocol, AmiResponse, build_action, new_action_id, response_of
 from ari_app.frames import Frame, FrameFilter, FrameReader
 from ari_app.pbx_settings import AmiSettings
+from crm.shutdown import cancel_and_wait
 
 __all__ = [
     "AmiActionTimeout",
@@ -100,9 +101,8 @@ class AmiClient:
         if protocol is not None:
             protocol.close()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # `_session` also watches `_stop`: a cancel alone can be lost (see crm.shutdown).
+            await cancel_and_wait([self._task], f"AMI {self._where}")
             self._task = None
 
     async def wait_connected(self, timeout: float) -> None:
@@ -171,6 +171,10 @@ class AmiClient:
         self._protocol = protocol
         pinger: asyncio.Task[None] | None = None
         try:
+            # wait_for (3.11) drops a cancel landing as the connection completes: stop() may
+            # have been called meanwhile with nothing left to interrupt us.
+            if self._stop.is_set():
+                return
             response = await self._request(
                 {
                     "Action": "Login",
@@ -180,6 +184,8 @@ class AmiClient:
                 },
                 timeout=settings.action_timeout_seconds,
             )
+            if self._stop.is_set():
+                return
             if not response.ok:
                 raise AmiLoginError(
                     f"AMI {self._where}: login as user {settings.username!r} refused: "
@@ -202,8 +208,8 @@ class AmiClient:
                 # Awaited here, not from the protocol: on_disconnected (below) must never
                 # overtake it, even when the connection dies in the same read as the login.
                 await self._greet(self._on_connected)
-            reason = await asyncio.shield(self._lost)
-            if not self._stop.is_set():
+            reason = await self._until_lost_or_stopped()
+            if reason is not None:
                 log.warning("AMI %s disconnected: %s", self._where, reason)
                 if self._on_disconnected is not None:
                     try:
@@ -219,6 +225,20 @@ class AmiClient:
             self._protocol = None
             self.connected = False
             self._changed.set()
+
+    async def _until_lost_or_stopped(self) -> str | None:
+        """The reason the connection was lost, or None once stop() was called."""
+        assert self._lost is not None
+        lost = asyncio.shield(self._lost)
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({lost, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            lost.cancel()  # the shield only: `_lost` itself is left as it is
+        if self._stop.is_set() or not self._lost.done():
+            return None
+        return self._lost.result()
 
     async def _greet(self, on_connected: Callable[[], Awaitable[None]]) -> None:
         try:

@@ -43,6 +43,7 @@ from ari_app.channel_events import (
     SnapshotComplete,
 )
 from ari_app.pbx_settings import AriSettings
+from crm.shutdown import cancel_and_wait, finish_within
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +154,10 @@ class AriClient:
     async def stop(self) -> None:
         self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task], "ARI client")
             self._task = None
         if self._session is not None:
-            await self._session.close()
+            await finish_within(self._session.close(), "closing the ARI HTTP session")
             self._session = None
 
     async def wait_connected(self, timeout: float) -> None:

@@ -34,6 +34,7 @@ from ari_app.ari_models import (
     StasisStartEvent,
 )
 from ari_app.stasis import CLICK_TO_CALL_ARG
+from crm.shutdown import STOP_SECONDS, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -189,5 +190,7 @@ class AriOriginateBackend:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            await task
+        # Let running requests finish (a hangup must reach Asterisk), within a bound.
+        if self._tasks:
+            _, late = await asyncio.wait(list(self._tasks), timeout=STOP_SECONDS)
+            await cancel_and_wait(late, "ARI click-to-call requests")

@@ -25,6 +25,10 @@ class CallRules(BaseModel):
     recording_dir: str = "/var/spool/asterisk/monitor"
     # A call with no event for this long is closed as reconciled (a lost Hangup).
     stale_call_seconds: float = Field(default=4 * 3600, gt=0)
+    # How often the moment open calls were last seen alive is stored: a call that ends while
+    # pbxcrm is down is closed at that moment after the restart (`end_estimated`), so its
+    # talk time is short by at most this much plus the downtime.
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
     # pbxcrm's own link key: never from the config file, handed in by whoever starts the
     # pipeline (`with_recording_key`).
     _recording_key: bytes | None = PrivateAttr(default=None)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from ari_app.recording_links import RecordingLinkSigner, recording_url_for
 from crm.model import Call, Direction, Disposition, Party, Transfer
+from crm.recordings.names import linked_name
 
 _FAILED_DIAL_STATUSES = frozenset({"CHANUNAVAIL", "CONGESTION", "INVALIDARGS", "DONTCALL"})
 
@@ -87,6 +88,7 @@ class CallState:
     hangup_sent: bool = False
     reconciled: bool = False
     merged_into: str | None = None
+    end_estimated: bool = False
 
 
 def utc(ts: float | None) -> datetime | None:
@@ -162,7 +164,8 @@ state: CallState, *, pbx_id: str, source: str, recording_url_template: str, ende
     recording_url = None
     if state.recording_file:
         recording_url = recording_url_for(
-            recording_url_template, recording_links, file=state.recording_file,
+            recording_url_template, recording_links,
+            file=linked_name(state.recording_file, recording_url_template),
             call_id=state.call_id, pbx_id=pbx_id, issued_at=state.end_ts or state.start_ts,
         )
     agent = state.agent_extension
@@ -196,6 +199,7 @@ state: CallState, *, pbx_id: str, source: str, recording_url_template: str, ende
         originate_id=state.originate_id,
         variables=dict(state.variables),
         ended=ended,
+        end_estimated=state.end_estimated,
     )
 
 

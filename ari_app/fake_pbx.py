@@ -19,9 +19,11 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from crm.shutdown import cancel_and_wait, finish_within
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +370,7 @@ class _Connection:
             index = self.position
             item = items[index]
             if isinstance(item, _Reply):
-                while index not in self.claims and self.pbx.await_actions:
+                while index not in self.claims and self.pbx.awaits(item.action):
                     self.progress.clear()
                     await self.progress.wait()
                 self.position += 1
@@ -409,8 +411,11 @@ class FakePbx:
     """An AMI server replaying a recording; see the module docstring.
 
     `await_actions=True` (tests): the stream pauses at a recorded response until the client
-    sends that action. `False` (demo, replay): recorded responses nobody asked for are
-    skipped. `hold_open`: never answer Ping and never close (a half-open connection).
+    sends that action. `False` (demo): recorded responses nobody asked for are skipped. A set
+    of action names (replay): the stream pauses only for those, the actions the client is
+    known to send by itself (pbxcrm's CoreShowChannels after every login); the others are
+    answered from the recording when asked for in time, else skipped.
+    `hold_open`: never answer Ping and never close (a half-open connection).
     `cut_after_bytes`: the first connection is aborted after that many bytes.
     """
 
@@ -425,7 +430,7 @@ class FakePbx:
         pace: float = 0.0,
         max_gap: float = 3600.0,
         sent: bytes | Path | None = None,
-        await_actions: bool = True,
+        await_actions: bool | Collection[str] = True,
         strip_timestamps: bool = False,
         cut_after_bytes: int | None = None,
         hold_open: bool = False,
@@ -446,7 +451,11 @@ class FakePbx:
         self.pace = pace
         # Captures joined end to end have minutes between calls: a demo caps each pause.
         self.max_gap = max_gap
-        self.await_actions = await_actions
+        self.await_actions: bool | frozenset[str] = (
+            await_actions
+            if isinstance(await_actions, bool)
+            else frozenset(name.lower() for name in await_actions)
+        )
         self.cut_after_bytes = cut_after_bytes
         self.hold_open = hold_open
         self.received_actions: list[dict[str, str]] = []
@@ -454,6 +463,12 @@ class FakePbx:
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
         self._finished = asyncio.Event()
+
+    def awaits(self, action: str) -> bool:
+        """Whether the stream pauses at a recorded reply to `action` until the client asks."""
+        if isinstance(self.await_actions, bool):
+            return self.await_actions
+        return action.lower() in self.await_actions
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
@@ -463,13 +478,9 @@ class FakePbx:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._sessions):
-            task.cancel()
-        for task in list(self._sessions):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(list(self._sessions), "fake PBX sessions")
         if self._server is not None:
-            await self._server.wait_closed()
+            await finish_within(self._server.wait_closed(), "closing the fake PBX listener")
             self._server = None
 
     async def __aenter__(self) -> FakePbx:

@@ -54,6 +54,8 @@ class HeaderRule:
         start += len(self._needle)
         end = raw.find(b"\n", start)
         value = raw[start:] if end < 0 else raw[start:end]
+        if value[-1:] == b"\r":  # a CRLF frame
+            value = value[:-1]
         if self.strip_underscores:
             value = value.lstrip(b"_")
         return value in self._values or (bool(self._prefixes) and value.startswith(self._prefixes))
@@ -149,7 +151,6 @@ class FrameReader:
         "_buf",
         "_discarding",
         "_filter",
-        "_pending_cr",
         "banner",
         "delivered",
         "malformed",
@@ -159,7 +160,6 @@ class FrameReader:
     def __init__(self, frame_filter: FrameFilter | None = None) -> None:
         self._filter = frame_filter or ALL_EVENTS
         self._buf = b""
-        self._pending_cr = False
         self._discarding = False
         self.banner: str | None = None
         self.malformed = 0
@@ -169,43 +169,45 @@ class FrameReader:
     def reset(self) -> None:
         """Forget a partial frame (a new connection starts clean)."""
         self._buf = b""
-        self._pending_cr = False
         self._discarding = False
 
     def feed(self, data: bytes) -> list[Frame]:
-        if self._pending_cr:
-            data = b"\r" + data
-            self._pending_cr = False
-        if data[-1:] == b"\r":
-            # Might be half of a CRLF; decide when the next byte arrives.
-            data = data[:-1]
-            self._pending_cr = True
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
+        # The partial frame is kept as it came off the wire, so a CRLF cut between two reads
+        # needs no special case.
         buf = self._buf + data if self._buf else data
+        # Asterisk ends every line with CRLF: such a stream is split on CRLF as it is. Copying
+        # every read to turn CRLF into LF (bytes.replace) was a third of this reader's time;
+        # only a stream with bare LF line ends mixed in is still rewritten first.
+        eol = b"\r\n"
+        if buf.count(b"\n") != buf.count(b"\r\n"):
+            if b"\r" in buf:
+                buf = buf.replace(b"\r\n", b"\n")
+            eol = b"\n"
         if self._discarding:
+            buf = buf.replace(b"\r\n", b"\n") if eol == b"\r\n" else buf
+            eol = b"\n"
             end = buf.find(b"\n\n")
             if end < 0:
-                self._buf = buf[-1:]  # a separator may straddle this read and the next
+                self._buf = buf[-2:]  # a separator may straddle this read and the next
                 return []
             buf = buf[end + 2 :]
             self._discarding = False
-        parts = buf.split(b"\n\n")
+        parts = buf.split(eol + eol)
         rest = parts.pop()
         if len(rest) > MAX_FRAME_BYTES:
             self._bad(rest, f"frame longer than {MAX_FRAME_BYTES} bytes")
             self._discarding = True
-            rest = rest[-1:]
+            rest = rest[-3:]
         self._buf = rest
-        return self._frames(parts)
+        return self._frames(parts, eol)
 
-    def _frames(self, parts: list[bytes]) -> list[Frame]:
+    def _frames(self, parts: list[bytes], eol: bytes = b"\n") -> list[Frame]:
         frames: list[Frame] = []
         wants = self._filter.wants_raw
         skipped = 0
         for part in parts:
             if part[:7] == b"Event: ":
-                nl = part.find(b"\n")
+                nl = part.find(eol)
                 name = (part[7:] if nl < 0 else part[7:nl]).lower()
                 if not wants(name, part) and b"\nActionID: " not in part:
                     skipped += 1
@@ -213,27 +215,28 @@ class FrameReader:
             elif part[:10] != b"Response: ":
                 if not part:
                     continue
-                frame = self._odd_frame(part)
+                # The banner, stray line ends, garbage: rare, so read with bare LF only.
+                frame = self._odd_frame(part.replace(b"\r\n", b"\n") if eol != b"\n" else part)
                 if frame is not None:
                     frames.append(frame)
                 continue
             if len(part) > MAX_FRAME_BYTES:
                 self._bad(part, f"frame longer than {MAX_FRAME_BYTES} bytes")
                 continue
-            frame = self._parse(part)
+            frame = self._parse(part, "\r\n" if eol == b"\r\n" else "\n")
             if frame is not None:
                 frames.append(frame)
         self.skipped += skipped
         self.delivered += len(frames)
         return frames
 
-    def _parse(self, part: bytes) -> Frame | None:
+    def _parse(self, part: bytes, eol: str = "\n") -> Frame | None:
         try:
             text = part.decode()
         except UnicodeDecodeError:
             # Keep the undecodable bytes visible (\xNN) rather than losing them.
             text = part.decode("utf-8", "backslashreplace")
-        lines = text.split("\n")
+        lines = text.split(eol)
         try:
             frame = dict([line.split(": ", 1) for line in lines])
         except ValueError:

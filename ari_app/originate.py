@@ -28,6 +28,8 @@ import phonenumbers
 from ari_app.ami import AmiActionTimeout, AmiConnectionLost, AmiNotConnected
 from ari_app.extension_owner import ExtensionOwners
 from ari_app.http.settings import FraudRules, OriginateSettings
+from crm.model import Call, CallEvent, EventKind
+from crm.shutdown import finish_within
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("pbxcrm.audit")
@@ -45,6 +47,8 @@ class OriginateState(StrEnum):
     AGENT_NO_ANSWER = "agent_no_answer"
     AGENT_BUSY = "agent_busy"
     FAILED = "failed"
+    # The call it made is over: `outcome`, `talk_seconds` and `call_id` say how it went.
+    ENDED = "ended"
 
 
 FINAL_STATES = frozenset(
@@ -53,6 +57,7 @@ FINAL_STATES = frozenset(
         OriginateState.AGENT_NO_ANSWER,
         OriginateState.AGENT_BUSY,
         OriginateState.FAILED,
+        OriginateState.ENDED,
     }
 )
 
@@ -100,6 +105,12 @@ class OriginateRecord:
     source: str = "native"  # native | creatio | fixdigital
     client_ref: str | None = None  # the CRM's own id for this request (FixDigital ClientId)
     target_pbx_id: str | None = None  # set when queued for another PBX's instance to send
+    # Once the call it made has ended (state ENDED): the call (Linkedid), how it went
+    # (the call's disposition: answered | no-answer | busy | failed ...) and its talk time.
+    call_id: str | None = None
+    outcome: str | None = None
+    talk_seconds: float | None = None
+    ended_at: float | None = None
 
     def public(self) -> dict[str, Any]:
         data = asdict(self)
@@ -180,6 +191,12 @@ class StoreOriginateLog:
                 request=record.public(),
                 target_pbx_id=record.target_pbx_id,
             )
+        elif record.state is OriginateState.ENDED:
+            # The outcome lives in request_json with the rest of the record.
+            await self._store.update_originate(
+                record.id, state=record.state.value, reason=record.reason,
+                request=record.public(),
+            )
         else:
             await self._store.update_originate(
                 record.id, state=record.state.value, reason=record.reason
@@ -227,6 +244,10 @@ def _record_from_row(row: Any) -> OriginateRecord:
         source=str(data.get("source", "native")),
         client_ref=data.get("client_ref"),
         target_pbx_id=getattr(row, "target_pbx_id", None),
+        call_id=data.get("call_id"),
+        outcome=data.get("outcome"),
+        talk_seconds=data.get("talk_seconds"),
+        ended_at=data.get("ended_at"),
     )
 
 
@@ -533,6 +554,37 @@ class OriginateService:
             )
         self._set(record, state, text)
 
+    def on_call_event(self, event: CallEvent) -> None:
+        """Feed every call lifecycle event here: a completed call a click-to-call made ends it."""
+        if event.kind is EventKind.COMPLETED and event.call.originate_id:
+            self._spawn(self.on_call_completed(event.call))
+
+    async def on_call_completed(self, call: Call) -> None:
+        """The request's final answer: the call's outcome, talk time and id (state ENDED)."""
+        originate_id = call.originate_id or ""
+        record = self._records.get(originate_id)
+        if record is None and _ID_RE.fullmatch(originate_id):
+            record = await self._log.load(originate_id)  # an older one, or sent by a peer
+        if record is None or record.state is OriginateState.ENDED:
+            return
+        handle = self._watchdogs.pop(record.id, None)
+        if handle is not None:
+            handle.cancel()
+        record.state = OriginateState.ENDED
+        record.call_id = call.call_id
+        record.outcome = call.disposition.value if call.disposition else None
+        record.talk_seconds = round(call.talk_seconds, 3)
+        record.ended_at = call.end_time.timestamp() if call.end_time else time.time()
+        record.updated_at = time.time()
+        self._retire(record.id)
+        log.info("originate %s: call %s ended, %s, talk %.1f s", record.id, call.call_id,
+                 record.outcome, record.talk_seconds)
+        await self._log.save(record)
+        for listener in self._listeners:
+            result = listener(record)
+            if asyncio.iscoroutine(result):
+                await result
+
     def add_listener(self, listener: Callable[[OriginateRecord], Awaitable[None] | None]) -> None:
         self._listeners.append(listener)
 
@@ -611,7 +663,7 @@ class OriginateService:
         for handle in self._watchdogs.values():
             handle.cancel()
         self._watchdogs.clear()
-        await self.flush()
+        await finish_within(self.flush(), "click-to-call state writes")
 
 
 def record_json(record: OriginateRecord) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ari_app.ami_events import PbxClock, frame_to_event
 from ari_app.call_rules import CallRules
-from ari_app.channel_events import ChannelEvent, PbxDisconnected
+from ari_app.channel_events import ChannelEvent, PbxDisconnected, SnapshotComplete
 from ari_app.tracker import CallTracker
 from crm import metrics
 from crm.adapters.base import Adapter
@@ -26,6 +26,10 @@ from crm.store_factory import AnyStore
 log = logging.getLogger("pbxcrm.calls")
 
 CallEventListener = Callable[[CallEvent], None]
+EventCheck = Callable[[list[CallEvent]], list[CallEvent]]
+# kv key of the heartbeat: the last moment (PBX clock, epoch seconds) this pbxcrm saw every
+# call it held open alive.
+ALIVE_KEY = "calls_alive_at:{pbx_id}"
 FrameListener = Callable[[dict[str, str]], None]
 
 
@@ -72,12 +76,21 @@ class Pipeline:
         self._frame_listeners: list[FrameListener] = []
         self.events_seen = 0
         self._event_counters: dict[str, Any] = {}
+        self._uncounted: dict[str, int] = {}
         self.write_errors = 0
         self._late_steps = KeyedLocks()
+        self._event_check: EventCheck | None = None
+        # True while the PBX link is up and its channel list has confirmed the open calls: only
+        # then does the heartbeat vouch for them.
+        self._following = False
 
     def add_call_listener(self, listener: CallEventListener) -> None:
         """Called with every lifecycle event once it is durable (screen pop, demo printer)."""
         self._call_listeners.append(listener)
+
+    def set_event_check(self, check: EventCheck) -> None:
+        """Applied to lifecycle events before they are stored (the recording file check)."""
+        self._event_check = check
 
     def add_frame_listener(self, listener: FrameListener) -> None:
         """Called with every tracked AMI frame (the originate service follows its actions)."""
@@ -86,10 +99,17 @@ class Pipeline:
     async def restore(self) -> int:
         """Take back the calls that were open when pbxcrm stopped; returns how many."""
         calls = await self.store.open_calls(self.pbx_id)
+        alive_at = _float_or_none(await self.store.get_kv(ALIVE_KEY.format(pbx_id=self.pbx_id)))
         for call in calls:
             events = await self.store.events_for(self.pbx_id, call.call_id)
             last_seq = max((event.seq for event in events), default=0)
-            self.tracker.restore(call, last_seq, {event.kind for event in events})
+            # The heartbeat covers the calls open when it was written: those started before.
+            started = call.start_time.timestamp() if call.start_time is not None else None
+            alive_until = alive_at if started is not None and alive_at is not None and (
+                started <= alive_at) else None
+            self.tracker.restore(
+                call, last_seq, {event.kind for event in events}, alive_until=alive_until
+            )
         metrics.calls_active.set(self.tracker.active_calls)
         self.tracker.begin_snapshot()
         if calls:
@@ -100,18 +120,39 @@ class Pipeline:
 
     def on_ami_frame(self, frame: dict[str, str]) -> None:
         self.events_seen += 1
-        name = frame.get("Event", "")
-        counter = self._event_counters.get(name)
-        if counter is None:
-            counter = self._event_counters[name] = metrics.ami_events_total.labels(name)
-        counter.inc()
+        self._count_event(frame.get("Event", ""))
         for listener in self._frame_listeners:
             listener(frame)
         event = frame_to_event(frame, self.clock.stamp(frame))
         if event is not None:
             self.on_channel_event(event)
 
+    def _count_event(self, name: str) -> None:
+        # Summed per loop turn and added to the Prometheus counter once per name: its inc()
+        # takes a lock every time, once per frame of a read that holds a hundred.
+        pending = self._uncounted
+        if not pending:
+            try:
+                asyncio.get_running_loop().call_soon(self._flush_event_counts)
+            except RuntimeError:  # fed without an event loop (tests): count at once
+                pending[name] = 1
+                self._flush_event_counts()
+                return
+        pending[name] = pending.get(name, 0) + 1
+
+    def _flush_event_counts(self) -> None:
+        for name, count in self._uncounted.items():
+            counter = self._event_counters.get(name)
+            if counter is None:
+                counter = self._event_counters[name] = metrics.ami_events_total.labels(name)
+            counter.inc(count)
+        self._uncounted.clear()
+
     def on_channel_event(self, event: ChannelEvent) -> None:
+        if isinstance(event, SnapshotComplete):
+            self._following = True
+        elif isinstance(event, PbxDisconnected):
+            self._following = False
         call_events = self.tracker.handle(event)
         if call_events:
             self._persist(call_events)
@@ -125,6 +166,17 @@ class Pipeline:
         call_events = self.tracker.sweep(self.clock.stamp({}))
         if call_events:
             self._persist(call_events)
+
+    async def heartbeat(self) -> bool:
+        """Store "every open call is alive now" (run now and then): a call that ends while
+        pbxcrm is down then ends, after the restart, no earlier than this moment. Written
+        through the store's single writer, after every step handed to it before. Returns
+        whether a heartbeat was written (not while the PBX link is down or unconfirmed)."""
+        if not self._following or not self.tracker.active_calls:
+            return False
+        now = self.clock.stamp({})
+        await self.store.put_kv(ALIVE_KEY.format(pbx_id=self.pbx_id), repr(now))
+        return True
 
     async def add_call_event(
         self,
@@ -192,6 +244,8 @@ class Pipeline:
     def _persist(self, call_events: list[CallEvent]) -> list[asyncio.Future[None]]:
         # Submitted synchronously, in arrival order: the store's writer commits in that order,
         # so each call's steps reach the outbox in sequence without a task per step.
+        if self._event_check is not None:
+            call_events = self._event_check(call_events)
         by_call: dict[str, list[CallEvent]] = {}
         for call_event in call_events:
             by_call.setdefault(call_event.call_id, []).append(call_event)
@@ -237,3 +291,11 @@ class Pipeline:
         """Wait until everything handed to the store so far is committed."""
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+
+def _float_or_none(text: str | None) -> float | None:
+    try:
+        return None if text is None else float(text)
+    except ValueError:
+        log.warning("ignoring a heartbeat that is not a number: %r", text)
+        return None

@@ -4,10 +4,9 @@ port and FastAGI, started together and stopped in reverse order."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -34,7 +33,11 @@ from ari_app.survey_spool import SurveySpoolReader
 from crm import metrics
 from crm.adapters.base import Adapter, build_adapter
 from crm.model import Call, Direction, EventKind
+from crm.shutdown import cancel_and_wait, finish_within
 from crm.store_factory import AnyStore, backend_of, open_store
+
+if TYPE_CHECKING:
+    from crm.recordings.library import RecordingLibrary
 
 log = logging.getLogger("pbxcrm")
 
@@ -54,9 +57,12 @@ class Service:
         *,
         send: bool = True,
         http_session: aiohttp.ClientSession | None = None,
+        follow_pbx: bool = True,
     ) -> None:
         self.settings = settings
         self.send = send
+        # False: no AMI/ARI connection; events come from elsewhere (an ARI capture replayed).
+        self.follow_pbx = follow_pbx
         self._own_session = http_session is None
         self._session = http_session
         self.store: AnyStore | None = None
@@ -70,6 +76,7 @@ class Service:
         self.scripts: ScriptContext | None = None
         self.fastagi: FastAgiServer | None = None
         self.http: web.AppRunner | None = None
+        self.recordings: RecordingLibrary | None = None  # with a [recordings] section
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Callable[[], Awaitable[object]]] = []
 
@@ -103,6 +110,7 @@ class Service:
             source=settings.pbx.source,
         )
         await self.pipeline.restore()
+        self._start_recordings()
         agent = settings.http.agent
         self.agent_board = AgentBoard(
             directions=agent.directions,
@@ -122,15 +130,22 @@ class Service:
         )
         self._tasks.append(asyncio.create_task(self._every(SWEEP_INTERVAL_SECONDS,
                                                            self._sweep)))
+        self._tasks.append(asyncio.create_task(
+            self._every(settings.calls.heartbeat_seconds, self._heartbeat)))
         spool = SurveySpoolReader(
             settings.agi.survey_spool, self.store, self.record_survey, pbx_id=settings.pbx.id
         )
         self._tasks.append(asyncio.create_task(self._every(SPOOL_INTERVAL_SECONDS, spool.poll)))
         await self._sweep_originates()  # what a killed run left ringing gets its ending now
-        if settings.pbx.source == "ari":
+        if not self.follow_pbx:
+            pass
+        elif settings.pbx.source == "ari":
             await self._start_ari()
         else:
             await self._start_ami()
+        if self.originate is not None:
+            # A click-to-call's status answers how its call ended, once it has.
+            self.pipeline.add_call_listener(self.originate.on_call_event)
         if settings.agi.enabled:
             self.fastagi = await start_fastagi(settings.agi, self.scripts)
         if settings.http.enabled:
@@ -143,10 +158,34 @@ class Service:
                     metrics_registry=metrics.REGISTRY,
                     pipeline=self.pipeline,
                     agent_board=self.agent_board,
+                    recordings=self.recordings,
                     recording_links=self.pipeline.tracker.rules.recording_links,
                 )
             )
             log.info("HTTP port on %s:%d", settings.http.host, self.http_port)
+
+    def _start_recordings(self) -> None:
+        """`[recordings]`: the file check before the final record is stored, conversion after
+        it, uploads for the adapters that send files, and the retention sweep."""
+        recordings = self.settings.recordings
+        if recordings is None:
+            return
+        from crm.recordings import retention
+        from crm.recordings.library import RecordingLibrary, attach
+
+        assert self.pipeline is not None and self.store is not None
+        library = self.recordings = RecordingLibrary(recordings, self.settings.calls.recording_dir)
+        self.pipeline.set_event_check(library.check_completed)
+        self.pipeline.add_call_listener(library.on_call_event)
+        attach(self.adapters, library)
+        store = self.store
+
+        async def sweep() -> None:
+            await retention.sweep(library, store, store.now())
+
+        if recordings.keep_days > 0 or not recordings.keep_original:
+            interval = recordings.sweep_interval_minutes * 60
+            self._tasks.append(asyncio.create_task(self._every(interval, sweep)))
 
     async def _start_ami(self) -> None:
         pipeline = self.pipeline
@@ -155,8 +194,30 @@ class Service:
         ami_settings = self.settings.pbx.ami
         pbx_id = self.settings.pbx.id
 
+        # Events that arrive while the channel list is outstanding wait for it: they happened
+        # after the channels it lists, and a Hangup read in the same chunk as the list's end
+        # would otherwise reach the tracker before the call it ends.
+        held: list[dict[str, str]] | None = None
+
+        def on_frame(frame: dict[str, str]) -> None:
+            if held is not None:
+                held.append(frame)
+            else:
+                pipeline.on_ami_frame(frame)
+
         async def reconcile() -> None:
+            nonlocal held
             metrics.ami_connected.labels(pbx_id).set(1)
+            assert self.ami is not None
+            held = []
+            try:
+                await channel_list()
+            finally:
+                frames, held = held, None
+                for frame in frames:
+                    pipeline.on_ami_frame(frame)
+
+        async def channel_list() -> None:
             assert self.ami is not None
             # The channel list tells which calls ended while we were away and which go on.
             response = await self.ami.send_action(
@@ -177,7 +238,7 @@ class Service:
 
         self.ami = AmiClient(
             ami_settings,
-            on_frame=pipeline.on_ami_frame,
+            on_frame=on_frame,
             on_connected=reconcile,
             on_disconnected=disconnected,
             frame_filter=tracked_frame_filter(),
@@ -292,6 +353,10 @@ class Service:
             except Exception:
                 log.exception("periodic job %s failed; will try again", job)
 
+    async def _heartbeat(self) -> None:
+        assert self.pipeline is not None
+        await self.pipeline.heartbeat()
+
     async def _sweep(self) -> None:
         assert self.pipeline is not None
         self.pipeline.sweep()
@@ -315,29 +380,28 @@ class Service:
             log.warning("closed %d click-to-call(s) a stopped pbxcrm left without outcome", failed)
 
     async def stop(self) -> None:
+        # Each step is bounded (crm.shutdown): one stuck part must not hang SIGTERM, and the
+        # steps after it (the store's last commit above all) must still run.
         if self.http is not None:
-            await self.http.cleanup()
+            await finish_within(self.http.cleanup(), "stopping the HTTP port")
         if self.fastagi is not None:
-            await self.fastagi.stop()
+            await finish_within(self.fastagi.stop(), "stopping FastAGI")
         if self.ami is not None:
-            await self.ami.stop()
+            await finish_within(self.ami.stop(), "stopping the AMI client")
         for closer in reversed(self._closers):
-            with contextlib.suppress(Exception):
-                await closer()
+            await finish_within(closer(), f"closing {closer!r}")
         if self.ari is not None:
-            await self.ari.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await finish_within(self.ari.stop(), "stopping the ARI client")
+        await cancel_and_wait(self._tasks, "periodic jobs")
         if self.pipeline is not None:
-            await self.pipeline.drain()
+            await finish_within(self.pipeline.drain(), "writing the last call steps")
         if self.outbox is not None:
-            await self.outbox.stop()
+            await finish_within(self.outbox.stop(), "stopping the outbox")
+        if self.recordings is not None:  # after the outbox: an upload may wait for a file
+            await finish_within(self.recordings.close(), "closing the recordings library")
         for adapter in self.adapters:
-            await adapter.close()
+            await finish_within(adapter.close(), f"closing CRM adapter {adapter!r}")
         if self.store is not None:
-            await self.store.close()
+            await finish_within(self.store.close(), "closing the store")
         if self._own_session and self._session is not None:
-            await self._session.close()
+            await finish_within(self._session.close(), "closing the CRM HTTP session")

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from agi.settings import AgiSettings
 from ari_app.call_rules import CallRules
+from ari_app.config_locator import TomlLines, describe_location
 from ari_app.http.settings import HttpSettings
 from ari_app.pbx_settings import PbxSettings
 from crm.adapters.base import AdapterConfig, parse_adapter_config
+from crm.recordings.settings import RecordingsSettings, apply_recordings
+from crm.secrets import SECRET_UNAVAILABLE, SECRETS_CONTEXT_KEY
 from crm.store_settings import OutboxSettings, StoreSettings
 
 
@@ -28,6 +35,31 @@ class LoggingSettings(BaseModel):
 
     level: str = "INFO"
     format: str = "text"  # text | json
+
+
+def _crm_block(value: Any, info: ValidationInfo) -> Any:
+    # Validated one block at a time so a mistake is reported at its own index (crm.3...).
+    if isinstance(value, AdapterConfig) or not isinstance(value, dict):
+        return value
+    return parse_adapter_config(value, info.context)
+
+
+def _lookup_block(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    from crm.lookup.chain import parse_lookup_config
+
+    parse_lookup_config(value, info.context)  # a mistake is reported at load, with its line
+    return value
+
+
+def _check_unique(section: str, names: list[Any]) -> None:
+    first_index: dict[Any, int] = {}
+    for index, name in enumerate(names):
+        if name in first_index:
+            raise ValueError(
+                f"two [[{section}]] blocks are named {name!r} "
+                f"({section}[{first_index[name]}] and {section}[{index}]): give each a name"
+            )
+        first_index[name] = index
 
 
 class Settings(BaseModel):
@@ -40,41 +72,29 @@ class Settings(BaseModel):
     http: HttpSettings = Field(default_factory=HttpSettings)
     agi: AgiSettings = Field(default_factory=AgiSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
-    crm: list[AdapterConfig] = Field(default_factory=list)
-    lookup: list[dict[str, Any]] = Field(default_factory=list)
+    crm: list[Annotated[AdapterConfig, BeforeValidator(_crm_block)]] = Field(
+        default_factory=list
+    )
+    lookup: list[Annotated[dict[str, Any], AfterValidator(_lookup_block)]] = Field(
+        default_factory=list
+    )
+    recordings: RecordingsSettings | None = None  # absent: links to MixMonitor's files as-is
+
+    @model_validator(mode="after")
+    def _recordings(self) -> Settings:
+        apply_recordings(self.recordings, self.calls, self.crm)
+        return self
 
     @field_validator("lookup")
     @classmethod
-    def _lookup_blocks(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from crm.lookup.chain import parse_lookup_config
-
-        names: set[str] = set()
-        for raw in value:
-            config = parse_lookup_config(raw)  # a mistake is reported at load, with its line
-            name = config.name or config.type
-            if name in names:
-                raise ValueError(f"two [[lookup]] blocks are named {name!r}")
-            names.add(name)
+    def _unique_lookup_names(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        _check_unique("lookup", [raw.get("name") or raw.get("type") for raw in value])
         return value
-
-    @field_validator("crm", mode="before")
-    @classmethod
-    def _dialects(cls, value: Any) -> Any:
-        if not isinstance(value, list):
-            return value
-        return [
-            item if isinstance(item, AdapterConfig) else parse_adapter_config(item)
-            for item in value
-        ]
 
     @field_validator("crm")
     @classmethod
     def _unique_names(cls, value: list[AdapterConfig]) -> list[AdapterConfig]:
-        seen: set[str] = set()
-        for adapter in value:
-            if adapter.name in seen:
-                raise ValueError(f"two [[crm]] blocks are named {adapter.name!r}")
-            seen.add(adapter.name)
+        _check_unique("crm", [adapter.name for adapter in value])
         return value
 
     @model_validator(mode="after")
@@ -96,54 +116,89 @@ class ConfigError(Exception):
     """A config mistake, worded for a PBX admin: file, line, key and what is wrong."""
 
 
-def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
-    """Best-effort line number of a dotted key in TOML text (array items counted in order)."""
-    lines = text.splitlines()
-    section: list[str] = []
-    array_counts: dict[str, int] = {}
-    target_table = [str(p) for p in loc[:-1]]
-    key = str(loc[-1]) if loc else ""
-    for number, raw in enumerate(lines, start=1):
-        line = raw.strip()
-        if line.startswith("[["):
-            name = line.strip("[] ")
-            array_counts[name] = array_counts.get(name, -1) + 1
-            section = [*name.split("."), str(array_counts[name])]
-            continue
-        if line.startswith("["):
-            section = line.strip("[] ").split(".")
-            continue
-        if "=" in line and not line.startswith("#"):
-            name = line.split("=", 1)[0].strip().strip('"')
-            if name == key and section == target_table:
-                return number
-    # Fall back to the table header the key belongs to.
-    for number, raw in enumerate(lines, start=1):
-        if raw.strip().strip("[] ") == ".".join(p for p in target_table if not p.isdigit()):
-            return number
-    return None
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One mistake, located: `file:line: crm[3] "creatio-anon": auth_mode: message`."""
+
+    path: Path
+    line: int | None
+    where: str
+    message: str
+    secret: bool  # a secret this machine cannot read (env var unset, file unreadable)
+
+    def __str__(self) -> str:
+        place = f"{self.path}:{self.line}" if self.line else str(self.path)
+        return f"{place}: {self.where}: {self.message}"
 
 
-def load_settings(path: str | Path) -> Settings:
-    path = Path(path)
+@dataclass
+class ConfigCheck:
+    """What `check-config` found: the settings (secrets it could not read left unread)."""
+
+    settings: Settings
+    unreadable_secrets: list[ConfigProblem] = field(default_factory=list)
+
+
+def _read(path: Path) -> tuple[str, dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
     try:
-        raw = tomllib.loads(text)
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _problems(
+    path: Path, text: str, raw: dict[str, Any], exc: ValidationError
+) -> list[ConfigProblem]:
+    lines = TomlLines(text)
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(
+            ConfigProblem(
+                path=path,
+                line=lines.line_of(loc) if loc else None,
+                where=describe_location(loc, raw),
+                message=message,
+                secret=error["type"] == SECRET_UNAVAILABLE,
+            )
+        )
+    return problems
+
+
+def _validate(path: Path, text: str, raw: dict[str, Any], context: dict[str, Any]) -> Settings:
     try:
-        return Settings.model_validate(raw)
+        return Settings.model_validate(raw, context=context)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            loc = tuple(error["loc"])
-            dotted = ".".join(str(p) for p in loc)
-            line = _line_of(text, loc) if loc else None
-            where = f"{path}:{line}" if line else str(path)
-            problems.append(f"{where}: {dotted or '(top level)'}: {error['msg']}")
-        raise ConfigError("\n".join(problems)) from None
-    except ValueError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        problems = _problems(path, text, raw, exc)
+        raise ConfigError("\n".join(str(problem) for problem in problems)) from None
+
+
+def load_settings(path: str | Path) -> Settings:
+    """The settings `pbxcrm run` uses: every secret of an enabled part read, or an error."""
+    path = Path(path)
+    text, raw = _read(path)
+    return _validate(path, text, raw, {})
+
+
+def check_settings(path: str | Path) -> ConfigCheck:
+    """`check-config`: mistakes in the file are errors; secrets this shell cannot read are not.
+
+    The service reads its secrets from its own environment (an EnvironmentFile, a file only
+    the pbxcrm user may read), so an admin checking the file from a shell is told which ones
+    were not readable here instead of being refused.
+    """
+    path = Path(path)
+    text, raw = _read(path)
+    try:
+        return ConfigCheck(Settings.model_validate(raw))
+    except ValidationError as exc:
+        problems = _problems(path, text, raw, exc)
+    if not all(problem.secret for problem in problems):
+        raise ConfigError("\n".join(str(p) for p in problems if not p.secret))
+    settings = _validate(path, text, raw, {SECRETS_CONTEXT_KEY: "skip"})
+    return ConfigCheck(settings, problems)

@@ -36,6 +36,7 @@ from ari_app.ari_models import (
     StasisEndEvent,
     StasisStartEvent,
 )
+from crm.shutdown import cancel_and_wait
 
 log = logging.getLogger("pbxcrm.stasis")
 
@@ -308,8 +309,4 @@ class StasisApp:
         await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(list(self._tasks), "Stasis scripts")

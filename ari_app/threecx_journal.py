@@ -25,9 +25,16 @@ import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from crm.model import Call, CallEvent, Direction, Disposition, EventKind
 from crm.numbers import digits_only
@@ -46,6 +53,10 @@ _SAFE_ID = re.compile(r"[^A-Za-z0-9_.:-]")
 _TIMESPAN = re.compile(
     r"^(?:(\d+)\.)?(\d+):(\d{1,2})(?::(\d{1,2}))?(?:\.(\d+))?$", re.ASCII  # digits 0-9 only
 )
+# A variable 3CX did not substitute reaches us as its own text: `[AgentEmail]`, or a whole
+# method call `[[CallEndTimeUTC].ToString("...")]`.
+_UNRENDERED_TEXT = r"\[([A-Za-z][A-Za-z0-9_]*|\[[A-Za-z][A-Za-z0-9_]*\]\..*)\]"
+_UNRENDERED = re.compile(f"^{_UNRENDERED_TEXT}$", re.DOTALL)
 
 
 class CallType(StrEnum):
@@ -106,6 +117,11 @@ _DATE_FORMATS = (
 )
 
 
+def is_unrendered(value: str) -> bool:
+    """True for a template variable 3CX left as literal text (it had no value for it)."""
+    return bool(_UNRENDERED.match(value.strip()))
+
+
 def parse_duration(value: object) -> float:
     """Seconds from `65`, `"65.5"`, `"01:05"`, `"00:01:05"` or a .NET TimeSpan `"1.02:03:04"`."""
     if value is None or value == "":
@@ -148,7 +164,8 @@ def parse_time(value: object) -> datetime | None:
         text = str(value).strip()
         moment_or_none: datetime | None = None
         try:
-            moment_or_none = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            # RFC 3339 allows a lower-case t and z.
+            moment_or_none = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
         except ValueError:
             for fmt in _DATE_FORMATS:
                 try:
@@ -173,26 +190,86 @@ def clean_number(value: str) -> str:
     return text
 
 
+def _text_or_integer(max_length: int) -> WithJsonSchema:
+    """The schema of a text field that also takes a JSON integer (the model turns it into
+    text), as the OpenAPI document should tell it."""
+    return WithJsonSchema(
+        {
+            "type": ["string", "integer", "null"],
+            "maxLength": max_length,
+            # As text the integer must fit max_length too, sign included.
+            "maximum": 10**max_length - 1,
+            "minimum": -(10 ** (max_length - 1) - 1),
+        }
+    )
+
+
+def _integer_as_text(value: Any) -> Any:
+    """A JSON integer (also one written 65.0) as its text; anything else unchanged."""
+    if isinstance(value, bool):  # JSON true is no number
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return value
+
+
+_DURATION_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "number", "minimum": 0, "maximum": _MAX_DURATION.total_seconds()},
+        {
+            "type": "string",
+            "pattern": r"^([0-9]{1,5}(\.[0-9]+)?|([01]?[0-9]|2[0-3]):[0-5]?[0-9]:[0-5]?[0-9]"
+            r"(\.[0-9]+)?|[0-5]?[0-9]:[0-5][0-9])$",
+        },
+        # Left empty or as its own text by 3CX: absent, 0.
+        {"type": "string", "pattern": r"^\s*$"},
+        {"type": "string", "pattern": f"^\\s*{_UNRENDERED_TEXT}\\s*$"},
+        {"type": "null"},
+    ],
+    "description": "Seconds, or hh:mm:ss / mm:ss as 3CX renders [Duration]",
+}
+# A time 3CX may leave empty, or as the variable's own text; both count as absent.
+_OPTIONAL_TIME_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "pattern": r"^\s*$"},
+        {"type": "string", "pattern": f"^\\s*{_UNRENDERED_TEXT}\\s*$"},
+        {"type": "null"},
+    ]
+}
+_START_PATTERN = (
+    r"^(197[1-9]|19[89][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-"
+    r"(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](Z|[+-]0[0-9]:00)$"
+)
+
+
 class JournalEntry(BaseModel):
     """One `ReportCall`: field names in any case (`CallType`, `callType`, `call_type`)."""
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     call_type: CallType
-    number: str = Field(min_length=1, max_length=64)
+    # None for a withheld or anonymous caller: the call is journaled all the same.
+    number: Annotated[str | None, _text_or_integer(64)] = Field(default=None, max_length=64)
     name: str | None = Field(default=None, max_length=200)
-    agent: str | None = Field(default=None, max_length=64)
+    agent: Annotated[str | None, _text_or_integer(64)] = Field(default=None, max_length=64)
     agent_email: str | None = Field(default=None, max_length=200)
     agent_first_name: str | None = Field(default=None, max_length=100)
     agent_last_name: str | None = Field(default=None, max_length=100)
-    duration: float = 0.0  # talk seconds for answered calls
-    start: datetime
-    answered: datetime | None = None
-    end: datetime | None = None
-    entity_id: str | None = Field(default=None, max_length=200)
+    # Talk seconds for answered calls: a number, or text as 3CX renders it ("00:01:05").
+    duration: Annotated[float, WithJsonSchema(_DURATION_SCHEMA)] = Field(
+        default=0.0, ge=0, le=_MAX_DURATION.total_seconds()
+    )
+    # 3CX renders "never" as .NET's DateTime.MinValue: a start before 1971 is no start.
+    start: datetime = Field(json_schema_extra={"pattern": _START_PATTERN})
+    answered: Annotated[datetime | None, WithJsonSchema(_OPTIONAL_TIME_SCHEMA)] = None
+    end: Annotated[datetime | None, WithJsonSchema(_OPTIONAL_TIME_SCHEMA)] = None
+    entity_id: Annotated[str | None, _text_or_integer(200)] = Field(default=None, max_length=200)
     entity_type: str | None = Field(default=None, max_length=100)
-    queue: str | None = Field(default=None, max_length=64)
-    call_id: str | None = Field(default=None, max_length=128)
+    queue: Annotated[str | None, _text_or_integer(64)] = Field(default=None, max_length=64)
+    call_id: Annotated[str | None, _text_or_integer(128)] = Field(default=None, max_length=128)
 
     @model_validator(mode="before")
     @classmethod
@@ -204,8 +281,8 @@ class JournalEntry(BaseModel):
             name = _ALIASES.get(_NON_KEY.sub("", str(key).lower()))
             if name is None:
                 continue
-            if isinstance(value, str) and not value.strip():
-                value = None  # 3CX renders a variable it has no value for as ""
+            if isinstance(value, str) and (not value.strip() or is_unrendered(value)):
+                value = None  # 3CX renders a variable it has no value for as "" or as itself
             if value is not None or name not in out:
                 out[name] = value
         return out
@@ -222,18 +299,17 @@ class JournalEntry(BaseModel):
     @field_validator("number", mode="before")
     @classmethod
     def _number(cls, value: Any) -> Any:
-        if isinstance(value, int):
-            value = str(value)
+        value = _integer_as_text(value)
         if isinstance(value, str):
             value = clean_number(value)
             if not digits_only(value):
-                raise ValueError("number has no digits")
+                return None  # `Anonymous`, `Withheld`: a caller with no number, not an error
         return value
 
     @field_validator("agent", "queue", "call_id", "entity_id", mode="before")
     @classmethod
     def _text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) else value
+        return _integer_as_text(value)
 
     @field_validator("duration", mode="before")
     @classmethod
@@ -253,7 +329,7 @@ def journal_call_id(entry: JournalEntry) -> str:
     key = "|".join(
         [
             entry.start.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
-            digits_only(entry.number),
+            digits_only(entry.number or ""),
             entry.agent or "",
             entry.call_type.value,
         ]
@@ -276,7 +352,11 @@ def _times(entry: JournalEntry) -> _Times:
         answer = entry.answered or (entry.end - duration if entry.end else start)
         answer = max(answer, start)
         end = max(entry.end or answer + duration, answer)
-        talk = entry.duration or (end - answer).total_seconds()
+        # With both times sent they are the talk time; [Duration] only fills a gap.
+        if entry.answered and entry.end:
+            talk = (end - answer).total_seconds()
+        else:
+            talk = entry.duration or (end - answer).total_seconds()
         return _Times(start, answer, end, round(talk, 3))
     # For a call nobody answered the duration is how long it rang.
     end = max(entry.end or start + timedelta(seconds=entry.duration), start)
@@ -338,6 +418,12 @@ def build_call_events(entry: JournalEntry, *, pbx_id: str) -> list[CallEvent]:
         steps.append((EventKind.RINGING, t.start, base, entry.agent, {}))
     if t.answer is not None:
         steps.append((EventKind.ANSWERED, t.answer, answered, entry.agent, {}))
+    if entry.agent and (inbound or t.answer is not None):
+        # Every card a RINGING or ANSWERED opened for the agent is closed (as for Asterisk).
+        leg: dict[str, object] = {"reason": "completed", "answered": t.answer is not None}
+        if t.answer is None:
+            leg["reason"] = "abandoned" if kind is CallType.MISSED else "no-answer"
+        steps.append((EventKind.LEG_ENDED, t.end, finished, entry.agent, leg))
     steps.append((EventKind.HANGUP, t.end, finished, None, {}))
     if kind is CallType.MISSED:
         steps.append((EventKind.DROPPED, t.end, finished, None, {}))

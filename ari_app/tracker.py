@@ -126,12 +126,19 @@ class CallTracker:
             recording_links=self.rules.recording_links,
         )
 
-    def restore(self, call: Call, last_seq: int, sent: Collection[EventKind] = ()) -> None:
+    def restore(
+        self,
+        call: Call,
+        last_seq: int,
+        sent: Collection[EventKind] = (),
+        alive_until: float | None = None,
+    ) -> None:
         """Take back an open call from the store after pbxcrm restarted.
 
         Its channels come back with the next channel list (CoreShowChannels); if none does,
-        SnapshotComplete closes it. Numbering continues at `last_seq + 1`, so no event id is
-        reused and nothing already delivered is sent again.
+        SnapshotComplete closes it, ending at the last moment the previous run saw it alive
+        (`alive_until`, its heartbeat) at the earliest. Numbering continues at `last_seq + 1`,
+        so no event id is reused and nothing already delivered is sent again.
         """
         if call.call_id in self._calls:
             return
@@ -147,7 +154,9 @@ class CallTracker:
         )
         state.linkedids.add(call.call_id)
         state.seq = last_seq
-        state.last_ts = max(ts, epoch(call.answer_time) or 0.0, epoch(call.end_time) or 0.0)
+        state.last_ts = max(
+            ts, epoch(call.answer_time) or 0.0, epoch(call.end_time) or 0.0, alive_until or 0.0
+        )
         state.agent_extension = call.agent_extension
         state.rang = list(call.rang_extensions)
         state.answer_ts = epoch(call.answer_time)
@@ -681,10 +690,13 @@ class CallTracker:
         if ev.uniqueid in self._channels or ev.uniqueid in self._gone:
             return []
         created = ev.ts - ev.age_seconds
+        # A call already known (restored after a restart) is followed on, not reconciled.
+        known = ev.linkedid in self._by_linkedid
         chan = self._add_channel(created, ev.uniqueid, ev.linkedid, ev.channel, ev.context,
                                  ev.exten, ev.caller_num, "")
         state = chan.call
-        state.reconciled = True
+        if not known:
+            state.reconciled = True
         state.last_ts = max(state.last_ts, ev.ts)
         if ev.state != "Up" or chan.uniqueid == state.primary:
             return []
@@ -815,8 +827,10 @@ class CallTracker:
         return out
 
     def _close_reconciled(self, state: CallState, ts: float) -> list[CallEvent]:
-        """The PBX no longer has this call (restart, kill, lost Hangup): close it ourselves."""
+        """The PBX no longer has this call (restart, kill, lost Hangup): close it ourselves,
+        at `ts`, the last moment it was known alive: the true end is later."""
         state.reconciled = True
+        state.end_estimated = True
         out = self._end_open_legs(state, ts)
         for uniqueid, chan in state.channels.items():
             self._channels.pop(uniqueid, None)

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crm.adapters.base import DeliveryError
+from crm.delivery_error import DeliveryError
 from crm.secrets import Secret, known_secrets
 
 log = logging.getLogger(__name__)

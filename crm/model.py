@@ -97,6 +97,7 @@ class Call(BaseModel):
     hangup_cause_text: str | None = None
     recording_file: str | None = None
     recording_url: str | None = None
+    recording_error: str | None = None  # why there is no link: file missing, empty, broken
     queue: str | None = None
     transfers: list[Transfer] = Field(default_factory=list)
     voicemail: bool = False
@@ -104,6 +105,9 @@ class Call(BaseModel):
     originate_id: str | None = None  # click-to-call request that created it (CRM_CALL_ID)
     variables: dict[str, str] = Field(default_factory=dict)  # CRM_* channel variables seen
     ended: bool = False
+    # pbxcrm did not see the call end (it was down or cut off from the PBX, or the Hangup was
+    # lost): end_time is the last moment it knew the call alive, so the true end is later.
+    end_estimated: bool = False
 
 
 class CallEvent(BaseModel):

@@ -89,12 +89,48 @@ def format_number(number: str, style: NumberStyle, region: str) -> str:
             if parsed.country_code == phonenumbers.country_code_for_region(home):
                 local = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
             else:
-                # What someone in `region` dials, e.g. RU's "8~10 44 ..." (the ~ is a pause).
-                local = phonenumbers.format_out_of_country_calling_number(parsed, home or "ZZ")
+                local = _dialled_from(parsed, home)
             return digits_only(local) or number
     except Exception:
         return number
     return number
+
+
+def _dialled_from(parsed: phonenumbers.PhoneNumber, home: str) -> str:
+    """A foreign number as dialled from `home`, e.g. RU's "8~10 44 ..." (the ~ is a pause).
+
+    phonenumbers writes "+" for a region with several international prefixes and no
+    preferred one (IL: 00, 012, 013, ...), which a digits-only CRM field would lose; the
+    region's plain prefix is used there instead.
+    """
+    text = phonenumbers.format_out_of_country_calling_number(parsed, home or "ZZ")
+    if not text.startswith("+"):
+        return text
+    prefix = international_prefix(home)
+    if not prefix:
+        return text
+    return prefix + text[1:]
+
+
+@lru_cache(maxsize=256)
+def international_prefix(region: str) -> str:
+    """The shortest digits that match `region`'s international prefix ("00" for IL); "" if none.
+
+    Shortest, then lowest: for regions whose prefix includes a carrier code that is the
+    first carrier the numbering plan lists, which is what the region's own metadata allows.
+    """
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region or "")
+    if metadata is None or not metadata.international_prefix:
+        return ""
+    if metadata.preferred_international_prefix:
+        return digits_only(metadata.preferred_international_prefix)
+    pattern = re.compile(metadata.international_prefix)
+    for length in range(1, 6):
+        for value in range(10**length):
+            candidate = str(value).zfill(length)
+            if pattern.fullmatch(candidate):
+                return candidate
+    return ""
 
 
 def number_variants(number: str, region: str) -> list[str]:

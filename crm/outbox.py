@@ -19,7 +19,6 @@ Rules, and why:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from crm.adapters.base import Adapter, DeliveryError, DeliveryOutcome
 from crm.metrics import deliveries_total, outbox_depth
 from crm.model import CallEvent
 from crm.secrets import known_secrets
+from crm.shutdown import cancel_and_wait, finish_within
 from crm.store_factory import AnyStore
 from crm.store_settings import OutboxSettings
 
@@ -173,7 +173,9 @@ class Outbox:
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            await self._task
+            await finish_within(asyncio.shield(self._task), "the outbox loop")
+            if not self._task.done():
+                await cancel_and_wait([self._task], "the outbox loop")
             self._task = None
         unstarted = [row.id for ready in self._ready.values() for row in ready]
         for ready in self._ready.values():
@@ -186,15 +188,11 @@ class Outbox:
         tasks = list(self._inflight.values())
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=self._settings.stop_grace_seconds)
-            for task in late:
-                task.cancel()
             if late:
                 log.warning("outbox: %d deliveries cancelled at stop; they stay pending", len(late))
-                await asyncio.gather(*late, return_exceptions=True)
+                await cancel_and_wait(late, "outbox deliveries")
         if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+            await cancel_and_wait([self._renewer], "outbox lease renewal")
             self._renewer = None
         if self._reader is not None:
             await self._reader.close()

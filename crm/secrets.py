@@ -9,27 +9,46 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BeforeValidator, SecretStr
+from pydantic import BeforeValidator, SecretStr, ValidationInfo
+from pydantic_core import PydanticCustomError
 
 _known_secrets: set[str] = set()
 
+# The error type of a secret that cannot be read here, so `check-config` can tell it from a
+# mistake in the file: the service's environment may well have what the admin's shell lacks.
+SECRET_UNAVAILABLE = "secret_unavailable"
+# Validation context key: "skip" leaves `env:`/`file:` references unread (a block that is
+# switched off, or `check-config` summarising a file whose secrets live elsewhere).
+SECRETS_CONTEXT_KEY = "secrets"
 
-def _resolve(value: object) -> object:
+
+def _resolve(value: object, info: ValidationInfo | None) -> object:
     if isinstance(value, SecretStr):
-        value = value.get_secret_value()
+        # Already read when its config block was validated (a dialect passing it on into its
+        # own auth settings): reading it again would read a secret's value as a reference.
+        return value
     if not isinstance(value, str):
+        return value
+    context = info.context if info is not None and isinstance(info.context, dict) else {}
+    if context.get(SECRETS_CONTEXT_KEY) == "skip" and value.startswith(("env:", "file:")):
         return value
     if value.startswith("env:"):
         name = value[4:]
         if name not in os.environ:
-            raise ValueError(f"environment variable {name} is not set")
+            raise PydanticCustomError(
+                SECRET_UNAVAILABLE, "environment variable {name} is not set", {"name": name}
+            )
         value = os.environ[name]
     elif value.startswith("file:"):
         path = Path(value[5:])
         try:
             value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+            raise PydanticCustomError(
+                SECRET_UNAVAILABLE,
+                "cannot read secret file {path}: {reason}",
+                {"path": str(path), "reason": exc.strerror or "unreadable"},
+            ) from None
     if len(value) >= 4:
         _known_secrets.add(value)
     return value

@@ -3,8 +3,8 @@
 Every write goes through a single writer task. Callers queue a write and wait; the writer
 gathers whatever is queued within `commit_window_ms` (up to `max_batch` rows) into ONE
 transaction and only then wakes the callers, so an acknowledged write is a committed write.
-One transaction for thousands of rows is what makes 100k events/s possible: SQLite pays per
-commit, not per row.
+One transaction for thousands of rows is what makes ingest fast: SQLite pays per commit, not
+per row (`python -m tests.benchmarks` measures AMI ingest end to end, docs/benchmarks.md).
 
 Durability: `synchronous=NORMAL` in WAL mode. A commit is appended to the WAL file with write(),
 without fsync; a crash or kill -9 of this process leaves it in the OS page cache and SQLite

@@ -92,12 +92,11 @@ def qmark_to_numbered(sql: str) -> str:
 
 
 def redacted_url(url: str) -> str:
-    """The URL with its password starred, for log lines."""
+    """Where the store is, for log lines: host, port, database and user, never the URL itself
+    (`[store] url` is a secret: it may carry a password or a query with one)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
+    return f"{where} as {parts.username}" if parts.username else where
 
 
 @dataclass(frozen=True, slots=True)

@@ -307,17 +307,26 @@ class PortableStore(StoreWriter[C]):
         )
 
     async def update_originate(
-        self, originate_id: str, *, state: str, reason: str | None = None
+        self,
+        originate_id: str,
+        *,
+        state: str,
+        reason: str | None = None,
+        request: dict[str, Any] | None = None,
     ) -> bool:
-        """Move a click-to-call request to a new state; False if no such request."""
-        params = (state, reason, self._now(), originate_id)
+        """Move a click-to-call request to a new state (and replace its request record, which
+        carries the call's outcome once it ended); False if no such request."""
+        if request is None:
+            sql = "UPDATE originates SET state = ?, reason = ?, updated_at = ? WHERE id = ?"
+            params: tuple[Any, ...] = (state, reason, self._now(), originate_id)
+        else:
+            sql = ("UPDATE originates SET state = ?, reason = ?, updated_at = ?,"
+                   " request_json = ? WHERE id = ?")
+            params = (state, reason, self._now(), json.dumps(request, ensure_ascii=False),
+                      originate_id)
 
         async def update(conn: C) -> bool:
-            changed = await self._execute_counting(
-                conn,
-                "UPDATE originates SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
-                params,
-            )
+            changed = await self._execute_counting(conn, sql, params)
             return changed > 0
 
         return await self.write(update)

@@ -20,7 +20,8 @@ class StoreSettings(BaseModel):
     # Connections each instance keeps open to PostgreSQL for reads and outbox claims (the
     # writer has one more of its own).
     pool_size: int = Field(default=4, ge=1)
-    # Group commit: the writer gathers what arrives within this window into one transaction.
+    # Group commit: while writes keep coming, the writer gathers what arrives within this
+    # window into one transaction; a write that finds it idle is committed at once.
     commit_window_ms: float = Field(default=2.0, ge=0)
     max_batch: int = Field(default=2000, ge=1)
     # NORMAL in WAL mode survives a crash or kill -9 of pbxcrm (the WAL is in the OS page cache

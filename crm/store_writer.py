@@ -21,6 +21,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from crm.group_commit import commit_batch, run_group_commit
 from crm.metrics import store_commit_ops_total, store_commits_total
+from crm.shutdown import cancel_and_wait, finish_within
 from crm.store_settings import StoreSettings
 
 log = logging.getLogger("crm.store")
@@ -128,9 +129,11 @@ class StoreWriter(ABC, Generic[C]):
         self._closed = True
         await self._queue.put(None)
         try:
-            await self._writer_task
+            await finish_within(asyncio.shield(self._writer_task), "the store's last commit")
+            if not self._writer_task.done():
+                await cancel_and_wait([self._writer_task], "the store writer")
         finally:
-            await self._close_connections()
+            await finish_within(self._close_connections(), "closing the store's connections")
 
     def now(self) -> float:
         """The store's clock (epoch seconds), injectable for tests."""

@@ -1,11 +1,14 @@
 """Suite-wide: every log line any test produces is checked for every configured secret.
 
-A handler on the root logger formats each record the way `pbxcrm run` would (production
-redaction filter, message and traceback) and writes it to one file for the session. After each
-test, the lines that test produced are checked against the secrets known so far (a failure
-names the test); at the end of the session the whole file is checked again against every
-secret configured by any test, so a secret set up late is still looked for in early lines.
-Subprocesses' logs are added with `suite_logs.add_text(...)` (tests/faults does so).
+A handler on the root logger formats each record raw (message and traceback, WITHOUT the
+production redaction filter: a secret must never reach a log record in the first place, and a
+check behind the filter would only test the filter) and writes it to one file for the session.
+Each line is searched for each secret, percent-decoded (URLs, form bodies) and inside every
+base64 token (an `Authorization: Basic` header). After each test, the lines that test produced
+are checked against the secrets known so far (a failure names the test); at the end of the
+session the whole file is checked again against every secret configured by any test, so a
+secret set up late is still looked for in early lines. Subprocesses' logs (`pbxcrm run`) are
+added with `suite_logs.add_text(...)`.
 
 `fault_report` lets a test print a figure in the terminal summary (runs, calls checked ...).
 
@@ -17,17 +20,21 @@ the event loop waiting in select().
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from crm.secrets import RedactSecretsFilter, known_secrets
+from crm.secrets import known_secrets
 
 # INFO is what `pbxcrm run` logs by default; records below the root level are never formatted.
 SUITE_LOG_LEVEL = logging.INFO
@@ -38,7 +45,6 @@ class SuiteLogs(logging.Handler):
         super().__init__(level=logging.DEBUG)
         self.path = path
         self._file = path.open("w", encoding="utf-8", errors="backslashreplace")
-        self.addFilter(RedactSecretsFilter())
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         self.lines = 0
         self._test_lines: list[str] = []
@@ -64,8 +70,30 @@ class SuiteLogs(logging.Handler):
         super().close()
 
 
+_BASE64_TOKEN = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
+
+
+def decoded_forms(line: str) -> list[str]:
+    """The line, percent-decoded, and the text inside each of its base64 tokens."""
+    forms = [line]
+    if "%" in line or "+" in line:
+        forms.append(urllib.parse.unquote_plus(line))
+    for token in _BASE64_TOKEN.findall(line):
+        padded = token + "=" * (-len(token) % 4)
+        for decode in (base64.b64decode, base64.urlsafe_b64decode):
+            with contextlib.suppress(ValueError):
+                forms.append(decode(padded).decode("utf-8", "replace"))
+    return forms
+
+
 def leaks(lines: list[str], secrets: frozenset[str]) -> list[tuple[str, str]]:
-    return [(secret, line) for line in lines for secret in secrets if secret in line]
+    found: list[tuple[str, str]] = []
+    for line in lines:
+        if not secrets:
+            break
+        forms = decoded_forms(line)
+        found.extend((secret, line) for secret in secrets if any(secret in f for f in forms))
+    return found
 
 
 def _mask(secret: str) -> str:

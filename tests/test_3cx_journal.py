@@ -80,11 +80,25 @@ def test_an_unknown_call_type_names_the_four_3cx_sends() -> None:
         entry(callType="Transferred")
 
 
-def test_a_number_without_digits_and_a_missing_start_are_refused() -> None:
+def test_a_missing_start_is_refused_but_a_number_without_digits_is_a_withheld_caller() -> None:
     with pytest.raises(ValidationError) as info:
         JournalEntry.model_validate({"callType": "Inbound", "number": "anonymous"})
-    fields = {error["loc"][0] for error in info.value.errors()}
-    assert fields == {"number", "start"}
+    assert {error["loc"][0] for error in info.value.errors()} == {"start"}
+    assert entry(number="anonymous").number is None
+    assert entry(number="[Number]").number is None
+
+
+@pytest.mark.parametrize(
+    "unfilled",
+    ["[AgentEmail]", " [Agent] ", '[[CallEndTimeUTC].ToString("yyyy\'-\'MM")]'],
+)
+def test_a_variable_3cx_did_not_substitute_is_absent(unfilled: str) -> None:
+    parsed = entry(agentEmail=unfilled, agent=unfilled, endUtc=unfilled)
+    assert (parsed.agent_email, parsed.agent, parsed.end) == (None, None, None)
+
+
+def test_bracketed_text_that_is_not_a_variable_is_kept() -> None:
+    assert entry(name="[VIP] Ivan").name == "[VIP] Ivan"
 
 
 def test_the_call_id_is_stable_for_a_retry_and_differs_between_calls() -> None:
@@ -106,10 +120,14 @@ def test_an_inbound_entry_with_its_own_answer_and_end_times_keeps_them() -> None
     assert [e.kind for e in events] == [
         EventKind.RINGING,
         EventKind.ANSWERED,
+        EventKind.LEG_ENDED,
         EventKind.HANGUP,
         EventKind.COMPLETED,
     ]
-    ringing, answered, hangup, completed = events
+    ringing, answered, leg_ended, hangup, completed = events
+    assert (leg_ended.extension, leg_ended.data) == (
+        answered.extension, {"reason": "completed", "answered": True}
+    )
     assert ringing.call.answer_time is None and not ringing.call.ended
     assert answered.at == datetime(2024, 5, 1, 10, 0, 10, tzinfo=UTC)
     assert answered.call.ring_seconds == 10
@@ -123,3 +141,17 @@ def test_a_missed_call_without_an_agent_has_no_ringing_step() -> None:
     events = build_call_events(entry(callType="Missed"), pbx_id="site")
     assert [e.kind for e in events] == [EventKind.HANGUP, EventKind.DROPPED, EventKind.COMPLETED]
     assert events[-1].call.disposition is Disposition.NO_ANSWER
+
+
+def test_answer_and_end_times_decide_ring_and_talk_over_the_duration() -> None:
+    # [Duration] may span the whole call on some 3CX versions: the two times are exact.
+    events = build_call_events(
+        entry(
+            duration="00:01:15",
+            answeredUtc="2024-05-01T10:00:10Z",
+            endUtc="2024-05-01T10:01:15Z",
+        ),
+        pbx_id="site",
+    )
+    final = events[-1].call
+    assert (final.ring_seconds, final.talk_seconds) == (10, 65)

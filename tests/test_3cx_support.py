@@ -55,6 +55,7 @@ def make_settings(
     dbn_url: str | None = None,
     lookup: list[dict[str, Any]] | None = None,
     threecx: dict[str, Any] | None = None,
+    http: dict[str, Any] | None = None,
 ) -> Settings:
     crm: list[dict[str, Any]] = [{"type": "webhook", "name": "hook", "url": webhook_url}]
     if dbn_url is not None:
@@ -90,6 +91,7 @@ def make_settings(
                     },
                 ],
                 "threecx": threecx or {},
+                **(http or {}),
             },
             "agi": {"enabled": False},
             "crm": crm,
@@ -122,6 +124,7 @@ async def running_site(
     *,
     lookup: list[dict[str, Any]] | None = None,
     threecx: dict[str, Any] | None = None,
+    http: dict[str, Any] | None = None,
 ) -> AsyncIterator[Site]:
     webhook = WebhookCrm()
     await webhook.start()
@@ -133,6 +136,7 @@ async def running_site(
         dbn_url=dbn.url,
         lookup=lookup,
         threecx=threecx,
+        http=http,
     )
     service = Service(settings)
     try:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
 import pytest
 from asterisk.agi import AGI
 
-from agi.classic import Pyst2Agi
 from agi.protocol import AgiHangup
+from agi.pyst2_driver import Pyst2Agi
 from tests.fakes.agi_asterisk import Conversation, converse, load_recording, with_env
 
 OK = b"200 result=1\n"
@@ -42,11 +43,19 @@ def write_config(tmp_path: Path, body: str) -> Path:
     return path
 
 
-CONTACTS = """
+# These tests are about the in-process driver: no session may go to a daemon that happens to
+# listen on the default FastAGI port (tests/test_agi_classic_relay.py covers that path).
+IN_PROCESS = "[agi]\nclassic_via_daemon = false\n"
+
+
+CONTACTS = (
+    IN_PROCESS
+    + """
 [[lookup]]
 type = "local"
 contacts = [{ number = "+79031234567", name = "Ivan Petrov", owner_extension = "7181" }]
 """
+)
 
 
 async def run_agi(
@@ -55,6 +64,7 @@ async def run_agi(
     replies: list[bytes],
     config: Path | None,
     close_when_out_of_replies: bool = False,
+    environment: dict[str, str] | None = None,
 ) -> tuple[Conversation, int, str]:
     command = [sys.executable, "-m", "agi.classic"]
     if config is not None:
@@ -62,6 +72,7 @@ async def run_agi(
     proc = await asyncio.create_subprocess_exec(
         *command,
         *argv,
+        env=environment,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -98,10 +109,68 @@ async def test_classic_caller_check_sends_what_fastagi_sends(tmp_path):
     assert "ENV LINE" not in stderr and "RESULT_LINE" not in stderr and "COMMAND" not in stderr
 
 
+async def test_classic_reads_the_config_path_the_dialplan_passes_before_the_script(tmp_path):
+    # AGI(pbxcrm-agi,--config=${PBXCRM_AGI_CONFIG},caller_check): the shipped dialplan's form.
+    rec = load_recording("caller_check")
+    config = write_config(tmp_path, CONTACTS)
+    env = classic_env(rec.env, f"--config={config}", "caller_check")
+    talk, code, _ = await run_agi(
+        [f"--config={config}", "caller_check"], env, [*rec.replies, OK, OK, OK], None
+    )
+    assert talk.commands[-1] == "SET VARIABLE CRM_OWNER_EXTENSION 7181"
+    assert code == 0
+
+
+def _without_pbxcrm_variables() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PBXCRM_")}
+
+
+async def test_classic_without_any_config_says_where_to_put_one(tmp_path):
+    """As Asterisk starts it: no --config, no PBXCRM_* in its environment, no default file."""
+    rec = load_recording("caller_check")
+    talk, code, stderr = await run_agi(
+        ["caller_check"],
+        classic_env(rec.env, "caller_check"),
+        [OK, OK],
+        None,
+        environment=_without_pbxcrm_variables(),
+    )
+    assert talk.commands == ["SET VARIABLE CRM_FOUND 0", "SET VARIABLE CRM_LOOKUP_STATUS ERROR"]
+    assert code == 1
+    assert "no config: create /etc/pbxcrm/agi.toml" in stderr
+    assert "no lookup source configured" not in stderr
+
+
+async def test_classic_finds_its_config_through_the_environment(tmp_path):
+    rec = load_recording("caller_check")
+    environment = {
+        **_without_pbxcrm_variables(),
+        "PBXCRM_AGI_CONFIG": str(write_config(tmp_path, CONTACTS)),
+    }
+    talk, code, _ = await run_agi(
+        ["caller_check"],
+        classic_env(rec.env, "caller_check"),
+        [*rec.replies, OK, OK, OK],
+        None,
+        environment=environment,
+    )
+    assert talk.commands[-1] == "SET VARIABLE CRM_OWNER_EXTENSION 7181" and code == 0
+
+
+async def test_classic_config_without_lookups_says_so_once_not_as_a_crm_outage(tmp_path):
+    rec = load_recording("caller_check")
+    config = write_config(tmp_path, IN_PROCESS + "lookup_budget_seconds = 1\n")
+    talk, _, stderr = await run_agi(
+        ["caller_check"], classic_env(rec.env, "caller_check"), [*rec.replies, OK], config
+    )
+    assert talk.commands[-1] == "SET VARIABLE CRM_LOOKUP_STATUS ERROR"
+    assert f"{config} has no [[lookup]] block" in stderr
+
+
 async def test_classic_survey_spools_the_rating_for_the_daemon(tmp_path):
     rec = load_recording("survey")
     spool = tmp_path / "spool.jsonl"
-    config = write_config(tmp_path, f'[agi]\nsurvey_spool = "{spool}"\n')
+    config = write_config(tmp_path, f'{IN_PROCESS}survey_spool = "{spool}"\n')
     env = classic_env(rec.env, "survey", "+79031234567", "q1", "7070")
     extra = [b"200 result=1 (1795418044.10)\n", b"200 result=0 endpos=9120\n"]
     talk, code, _ = await run_agi(
@@ -122,7 +191,7 @@ async def test_classic_survey_spools_the_rating_for_the_daemon(tmp_path):
 
 async def test_classic_hangup_line_and_511_end_the_survey_quietly(tmp_path):
     rec = load_recording("caller_hangs_up_mid_script")
-    config = write_config(tmp_path, '[agi.survey]\nintro_prompts = ["vm-intro"]\n')
+    config = write_config(tmp_path, IN_PROCESS + '[agi.survey]\nintro_prompts = ["vm-intro"]\n')
     env = classic_env(rec.env, "survey", "+79094445566")
     talk, code, stderr = await run_agi(["survey", "+79094445566"], env, rec.replies, config)
     assert talk.commands == ['STREAM FILE vm-intro ""', "GET DATA beep 5000 1"]

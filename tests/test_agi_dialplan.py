@@ -22,8 +22,8 @@ LAB = ROOT / "tests" / "fixtures" / "asterisk" / "conf" / "extensions.conf"
 
 APPLICATIONS = {
     "AGI", "Answer", "Dial", "ExecIf", "Gosub", "Goto", "GotoIf", "Hangup", "MixMonitor",
-    "NoOp", "Pickup", "Playback", "Queue", "Return", "Set", "Stasis", "StopMixMonitor", "VoiceMail",
-    "VoiceMailMain",
+    "NoOp", "Pickup", "Playback", "Queue", "Return", "Ringing", "Set", "Stasis",
+    "StopMixMonitor", "VoiceMail", "VoiceMailMain", "Wait",
 }  # fmt: skip
 
 _EXTEN = re.compile(r"(?P<ext>[^,]+),(?P<prio>\d+|n|hint)(?:\((?P<label>\w+)\))?,(?P<app>.*)")
@@ -40,6 +40,7 @@ class Extension:
     name: str
     labels: set[str] = field(default_factory=set)
     apps: list[tuple[int, str, str]] = field(default_factory=list)  # line, app, args
+    label_at: dict[str, int] = field(default_factory=dict)  # label -> index into apps
 
 
 @dataclass
@@ -117,6 +118,7 @@ def parse(text: str) -> Dialplan:
             raise DialplanError(f"{where}: unknown keyword {key!r}")
         if match["label"]:
             current.labels.add(match["label"])
+            current.label_at[match["label"]] = len(current.apps)
         app = _APP.fullmatch(match["app"].strip())
         if not app:
             raise DialplanError(f"{where}: bad application call {match['app']!r}")
@@ -190,9 +192,10 @@ def test_every_agi_call_names_a_registered_script_and_every_crm_variable_is_one_
             for _, app, args in ext.apps:
                 if app == "AGI":
                     target = args.split(",")
-                    scripts.append(
-                        target[1] if target[0] == "pbxcrm-agi" else target[0].rsplit("/", 1)[1]
-                    )
+                    if target[0] == "pbxcrm-agi":  # options first, then the script
+                        scripts.append(next(a for a in target[1:] if not a.startswith("--")))
+                    else:
+                        scripts.append(target[0].rsplit("/", 1)[1])
     assert set(scripts) == set(SCRIPTS)
     used = set(
         re.findall(

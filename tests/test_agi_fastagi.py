@@ -23,6 +23,7 @@ from agi.scripts import SCRIPTS, Script
 from agi.settings import AgiSettings
 from tests.fakes.agi_asterisk import (
     asterisk_parse_args,
+    converse,
     fastagi_session,
     load_recording,
     with_env,
@@ -446,3 +447,82 @@ async def test_each_session_is_counted_by_script_and_outcome(harness):
     server = await harness.start([LOCAL_CONTACTS])
     await fastagi_session(server.port, rec.env, [*rec.replies, OK, OK, OK])
     assert counter._value.get() == before + 1
+
+
+async def test_a_reply_that_never_comes_ends_the_session_after_the_reply_timeout(harness, caplog):
+    rec = load_recording("caller_check")
+    server = await harness.start([LOCAL_CONTACTS], reply_timeout_seconds=0.3)
+    with caplog.at_level(logging.ERROR, "pbxcrm.agi"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(rec.env)
+        assert await asyncio.wait_for(reader.readline(), 5) == b"GET VARIABLE CALLERID(num)\n"
+        assert await _closed_by_server(reader)  # no reply from us: the server gives up
+        writer.close()
+        # The server is still there for the next call.
+        talk = await fastagi_session(server.port, rec.env, [*rec.replies, OK, OK, OK])
+    assert "no reply to GET VARIABLE within 0.3 s" in caplog.text
+    assert talk.commands[1] == "SET VARIABLE CRM_FOUND 1"
+
+
+async def test_each_reply_has_its_own_timeout_not_the_whole_session(harness, caplog):
+    """Every reply comes within the limit, all of them together do not: the session goes on.
+
+    (The server moves one timer per session instead of setting one per command.)"""
+    rec = load_recording("caller_check")
+    server = await harness.start([LOCAL_CONTACTS], reply_timeout_seconds=1.5)
+    replies = [*rec.replies, OK, OK, OK]
+    with caplog.at_level(logging.DEBUG, "pbxcrm.agi"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(rec.env)
+        commands = []
+        while line := await asyncio.wait_for(reader.readline(), 5):
+            commands.append(line.decode().rstrip("\n"))
+            await asyncio.sleep(0.5)
+            writer.write(replies.pop(0))
+        writer.close()
+    assert len(commands) == 5 and commands[-1] == "SET VARIABLE CRM_OWNER_EXTENSION 7181"
+    assert "no reply" not in caplog.text
+    assert "is FOUND" in caplog.text  # the script's own end-of-session line
+
+
+@pytest.mark.parametrize("piece", [1, 7, 10_000], ids=["byte-by-byte", "7-byte-pieces", "whole"])
+async def test_the_environment_is_read_whole_however_it_is_cut(harness, piece):
+    rec = load_recording("caller_check")
+    server = await harness.start([LOCAL_CONTACTS])
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    for start in range(0, len(rec.env), piece):
+        writer.write(rec.env[start : start + piece])
+        await writer.drain()
+    talk = await converse(reader, writer, b"", [*rec.replies, OK, OK, OK])
+    writer.close()
+    assert talk.commands[:2] == rec.sent
+
+
+@pytest.mark.parametrize("lines", [1, 2])
+async def test_a_short_environment_ends_at_its_blank_line(harness, lines):
+    env = [b"agi_network_script: caller_check\n", b"agi_callerid: +79031234567\n"][:lines]
+    server = await harness.start([LOCAL_CONTACTS])
+    talk = await fastagi_session(server.port, b"".join(env) + b"\n", [OK] * 5, "127.0.0.1")
+    assert talk.commands[0] == "GET VARIABLE CALLERID(num)"
+    assert talk.closed_by_server
+
+
+async def test_the_lookup_budget_covers_every_source_together(harness):
+    rec = load_recording("caller_check")
+    first, second = JtelForAgi({}), JtelForAgi({})
+    await first.start()
+    await second.start()
+    try:
+        first.hang = second.hang = True
+        lookups = [
+            {"type": "jtel", "name": "a", "url": first.url, "timeout_seconds": 30},
+            {"type": "jtel", "name": "b", "url": second.url, "timeout_seconds": 30},
+        ]
+        server = await harness.start(lookups, lookup_budget_seconds=0.3)
+        talk = await fastagi_session(server.port, rec.env, [*rec.replies, OK])
+    finally:
+        await first.stop()
+        await second.stop()
+    assert talk.commands[-1] == "SET VARIABLE CRM_LOOKUP_STATUS ERROR"
+    assert len(first.requests) == 1
+    assert second.requests == []  # the first one spent the whole budget

@@ -23,11 +23,14 @@ FIGURE_KEYS = {
     "fastagi_hit_vs_minimal",
     "fastagi_hit_p99_ms",
     "classic_agi_ms_per_call",
+    "classic_agi_vs_pyst2",
+    "classic_agi_in_process_ms_per_call",
     "c2c_requests_per_s",
     "c2c_p99_ms",
     "outbox_deliveries_per_s",
     "outbox_drain_seconds",
     "hangup_to_crm_p99_ms",
+    "mp3_cpu_seconds_per_audio_minute",
 }
 
 
@@ -46,7 +49,7 @@ def test_quick_benchmark_run_passes_every_correctness_check_and_prints_every_fig
     report = json.loads(out.read_text())
     assert report["checks_passed"] is True
     sections = report["sections"].values()
-    assert len(sections) == 6
+    assert len(sections) == 7
     checks = [check for section in sections for check in section["checks"]]
     assert checks and all(check["ok"] for check in checks), checks
     figures = {key: f for section in sections for key, f in section["figures"].items()}

@@ -73,9 +73,12 @@ async def test_dead_letters_are_listed_and_retried(tmp_path: Path) -> None:
     await crm.start()
     try:
         config = write_config(tmp_path, crm.url)
-        code, _, err = await pbxcrm("replay", str(ami_path("inbound_abandoned_while_ringing")),
-                                    "--config", str(config), "--send")
-        assert code == 0, err
+        # --store: the deliveries stay in the config's store for `outbox` to find.
+        code, out, err = await pbxcrm("replay", str(ami_path("inbound_abandoned_while_ringing")),
+                                      "--config", str(config), "--send",
+                                      "--store", str(tmp_path / "store.sqlite3"))
+        assert code == 1, err  # dead letters: the replay says the CRM did not take everything
+        assert "Delivered 0, dead " in out and ", pending 0." in out
         code, out, _ = await pbxcrm("outbox", "list", "--state", "dead", "--config", str(config))
         rows = [json.loads(line) for line in out.splitlines()]
         assert code == 0 and len(rows) == 5

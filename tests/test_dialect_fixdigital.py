@@ -85,6 +85,15 @@ async def test_the_questionnaire_sample_number_is_sent_as_the_sample_shows_it(fi
     )
 
 
+async def test_a_foreign_caller_keeps_the_international_prefix_israel_dials(fixdigital, http):
+    text = builtin(fixdigital.url).replace('"RU"', '"IL"')
+    adapter = adapter_from_toml(text, http)
+    [ringing, *_] = scenarios.answered_caller_hangs_up()
+    ringing.call.caller_number = "+79853334455"
+    await adapter.deliver(ringing, key(adapter, ringing))
+    assert "&sNumber=0079853334455&" in fixdigital.requests[0].raw_path
+
+
 async def test_outbound_calls_are_not_sent_to_fixdigital(fixdigital, http):
     adapter = adapter_from_toml(builtin(fixdigital.url), http)
     assert await deliver_wanted(adapter, scenarios.outbound_agent_dials()) == []

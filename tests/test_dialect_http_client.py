@@ -23,7 +23,7 @@ def test_retry_after_accepts_seconds_and_http_dates_and_ignores_nonsense():
 
 
 def test_urls_in_messages_lose_their_query_and_configured_secrets():
-    _resolve("path-token-5678")  # as loading a config with this secret does
+    _resolve("path-token-5678", None)  # as loading a config with this secret does
     assert safe_url("https://crm.example/0/rest/X/path-token-5678/Ring?token=abc&cid=1") == (
         "https://crm.example/0/rest/X/***/Ring"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from ari_app.fake_pbx import FakePbx
 from ari_app.service import Service
 from ari_app.settings import Settings
 from tests.fakes.crm_server import FakeCrm
-from tests.recordings import ami_path
+from tests.recordings import RECONNECT_MARKER, ami_path, frames_of
 
 
 class WebhookCrm(FakeCrm):
@@ -177,9 +178,16 @@ async def test_killed_asterisk_call_is_closed_after_the_reconnect(tmp_path: Path
     assert call["reconciled"] is True
     assert call["disposition"] == "answered"
     assert call["terminating_party"] == "system"
-    # The call lasted at least until the socket dropped (the replay streams at full speed, so
-    # only the lower bound from the recorded answer is known here).
-    assert call["talk_seconds"] >= 0
+    # The call lasted at least until the socket dropped: past the last event Asterisk sent
+    # before it was killed (the replay streams at full speed, so no upper bound is known).
+    recorded = ami_path("asterisk_killed_mid_call").read_bytes()
+    before_kill = recorded.split(RECONNECT_MARKER)[0]
+    stamps = [float(f["Timestamp"]) for f in frames_of(before_kill) if "Timestamp" in f]
+    answered = datetime.fromisoformat(call["answer_time"]).timestamp()
+    ended = datetime.fromisoformat(call["end_time"]).timestamp()
+    assert ended >= stamps[-1] - 0.001
+    assert call["talk_seconds"] == pytest.approx(ended - answered, abs=0.002)
+    assert call["end_estimated"] is True
 
 
 async def test_a_click_to_call_left_ringing_by_a_killed_run_gets_its_ending_at_start(

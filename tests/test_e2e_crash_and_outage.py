@@ -103,7 +103,9 @@ def assert_each_call_in_order(events: list[dict]) -> None:
         assert seqs == list(range(1, len(seqs) + 1)), f"call {call_id} has gaps: {seqs}"
 
 
-async def test_pbxcrm_killed_mid_delivery_delivers_everything_after_restart(tmp_path: Path) -> None:
+async def test_pbxcrm_killed_mid_delivery_delivers_everything_after_restart(
+    tmp_path: Path, suite_logs
+) -> None:
     crm = SlowWebhookCrm(delay=0.08)
     await crm.start()
     pbx = FakePbx(demo_recording(), await_actions=False)
@@ -137,6 +139,7 @@ async def test_pbxcrm_killed_mid_delivery_delivers_everything_after_restart(tmp_
         await pbx.stop()
         await crm.stop()
         log.close()
+        suite_logs.add_text((tmp_path / "run.log").read_text(errors="backslashreplace"))
     events = crm.events()
     keys = [e["idempotency_key"] for e in events]
     assert len(set(keys)) == EXPECTED_DELIVERIES
@@ -200,7 +203,9 @@ async def test_crm_down_then_up_drains_everything_in_order(tmp_path: Path) -> No
     assert_each_call_in_order(events)
 
 
-async def test_pbxcrm_killed_mid_call_closes_the_call_after_restart(tmp_path: Path) -> None:
+async def test_pbxcrm_killed_mid_call_closes_the_call_after_restart(
+    tmp_path: Path, suite_logs
+) -> None:
     """Killed while the call is up; by the restart the PBX has no channel for it any more."""
     from tests.recordings import ami_path
 
@@ -230,6 +235,7 @@ async def test_pbxcrm_killed_mid_call_closes_the_call_after_restart(tmp_path: Pa
         await pbx.stop()
         await crm.stop()
         log.close()
+        suite_logs.add_text((tmp_path / "run.log").read_text(errors="backslashreplace"))
     # The step in flight at the kill may arrive twice, with the same key (at-least-once).
     first_arrivals: dict[str, dict] = {}
     for event in crm.events():

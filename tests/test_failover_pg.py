@@ -88,6 +88,7 @@ async def wait_for(condition, timeout: float = 60.0, describe=None) -> None:
 
 async def test_a_pbxcrm_killed_mid_delivery_has_its_calls_delivered_by_the_other_instance(
     tmp_path: Path,
+    suite_logs,
     pg_url: str,  # noqa: F811 - the fixture
 ) -> None:
     crm = SlowWebhookCrm(delay=0.1)
@@ -157,6 +158,7 @@ async def test_a_pbxcrm_killed_mid_delivery_has_its_calls_delivered_by_the_other
             await pbx.stop()
         await crm.stop()
         log.close()
+        suite_logs.add_text((tmp_path / "run.log").read_text(errors="backslashreplace"))
 
     events = crm.events()
     keys = [e["idempotency_key"] for e in events]

@@ -169,3 +169,18 @@ def test_every_cell_a_spreadsheet_would_evaluate_is_made_plain_text(cell):
     (row,) = list(csv.DictReader(io.StringIO(text)))
     assert row["number"] == "'" + cell
     assert row["extension"] == "7181"  # ordinary cells are left alone
+
+
+async def test_times_are_iso_8601_only_not_a_bare_number_read_as_unix_time(filled):
+    settings, store = filled
+    async with running(HttpDeps(settings=settings, store=store)) as server:
+        for query in ("to=0.5", "from=1795417965", "to=-3e2"):
+            async with server.session.get(
+                server.url(f"/api/v1/calls?{query}"), headers=bearer()
+            ) as resp:
+                assert resp.status == 422, query
+                assert "ISO 8601" in (await resp.json())["fields"][0]["message"]
+        async with server.session.get(
+            server.url("/api/v1/calls?from=2026-01-01T00:00:00Z"), headers=bearer()
+        ) as resp:
+            assert resp.status == 200

@@ -67,3 +67,52 @@ async def test_token_in_path_routes_name_the_path_token_as_their_security(tmp_pa
     assert {"pathToken", "signedLink"} <= set(schemes)
     # Routes without a `{token}` do not claim a path credential.
     assert {"signedLink": []} not in paths["/api/v1/recordings/{file}"]["get"]["security"]
+
+
+def _refs(node: object) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [ref for value in node.values() for ref in _refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in _refs(value)]
+    return []
+
+
+async def test_every_reference_in_the_document_resolves_from_its_root(tmp_path):
+    from ari_app.http.openapi import document_for
+
+    document = document_for(build_http_app(HttpDeps(settings=make_settings(tmp_path))))
+    refs = _refs(document)
+    assert "#/components/schemas/CallType" in refs  # the 3CX journal's call type
+    for ref in refs:
+        assert ref.startswith("#/"), ref
+        node: object = document
+        for part in ref[2:].split("/"):
+            assert isinstance(node, dict) and part in node, f"{ref} does not resolve"
+            node = node[part]
+
+
+async def test_a_method_a_route_does_not_have_gets_405_with_the_allowed_ones(tmp_path):
+    deps = HttpDeps(settings=make_settings(tmp_path))
+    async with running(deps) as server:
+        for method, path, allowed in [
+            ("TRACE", "/healthz", {"GET"}),
+            ("DELETE", "/api/v1/originate", {"POST"}),
+            ("PUT", "/3cx/query", {"GET", "POST"}),
+        ]:
+            async with server.session.request(
+                method, server.url(path), headers=bearer()
+            ) as resp:
+                assert resp.status == 405, (method, path)
+                assert set(resp.headers["Allow"].split(",")) == allowed, (method, path)
+                assert (await resp.json()) == {"error": "method not allowed"}
+
+
+async def test_every_status_the_agent_routes_answer_when_switched_off_is_documented(tmp_path):
+    from ari_app.http.openapi import document_for
+
+    document = document_for(build_http_app(HttpDeps(settings=make_settings(tmp_path))))
+    for path, item in document["paths"].items():
+        if path.startswith("/agent"):
+            for method, operation in item.items():
+                assert "403" in operation["responses"], (method, path)

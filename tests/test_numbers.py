@@ -40,6 +40,12 @@ def test_fixdigital_sample_number_stays_in_its_national_form():
 
 def test_a_foreign_number_in_national_style_is_what_the_region_dials():
     assert format_number("+441234567890", "national", "RU") == "810441234567890"
+    assert format_number("+79853334455", "national", "US") == "01179853334455"
+
+
+def test_a_region_with_several_international_prefixes_dials_its_plain_one():
+    # Israel lists 00 and carrier prefixes (012, 013 ...) with none preferred.
+    assert format_number("+79853334455", "national", "IL") == "0079853334455"
 
 
 @pytest.mark.parametrize("extension", ["7181", "101", "517", "*2", "s"])
@@ -94,7 +100,15 @@ def test_no_input_makes_the_number_helpers_raise(number, region):
     parsed = normalize(number, region)
     assert parsed is None or isinstance(parsed, phonenumbers.PhoneNumber)
     for style in NUMBER_STYLES:
-        assert isinstance(format_number(number, style, region), str)
+        formatted = format_number(number, style, region)
+        # The helpers swallow exceptions, so check the answer, not that nothing was raised.
+        if style == "digits":
+            assert formatted == (digits_only(number) or number)
+        elif parsed is None or style == "as_received":
+            assert formatted == number
+        else:
+            assert formatted and formatted.lstrip("+").isascii()
+            assert formatted.lstrip("+").isdigit()
     variants = number_variants(number, region)
     assert len(variants) == len(set(variants))
 

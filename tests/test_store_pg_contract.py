@@ -168,6 +168,59 @@ async def test_concurrent_records_are_committed_in_a_few_group_commits(
         await store.close()
 
 
+async def test_a_write_that_comes_alone_does_not_wait_for_the_window(
+    settings_for: Callable[..., StoreSettings], http: aiohttp.ClientSession
+) -> None:
+    # A 30 s window: a write that waited for it would not be committed within the 10 s bound.
+    store = await open_store(settings_for(commit_window_ms=30_000))
+    adapter = make_adapter(http, "http://127.0.0.1:9/x")
+    try:
+        await asyncio.wait_for(store.record(*call_with_events("alone", 1), [adapter]), 10)
+        assert await rows(store, "SELECT COUNT(*) FROM call_events") == [(1,)]
+    finally:
+        await store.close()
+
+
+async def test_writes_that_come_together_wait_for_the_window_and_share_a_commit(
+    settings_for: Callable[..., StoreSettings], http: aiohttp.ClientSession
+) -> None:
+    store = await open_store(settings_for(commit_window_ms=500))
+    adapter = make_adapter(http, "http://127.0.0.1:9/x")
+    try:
+        before = store.commits
+        # Two writes queued together are a burst: the writer waits the window for more, and
+        # the one queued while it waits joins them.
+        burst = [
+            asyncio.ensure_future(store.record(*call_with_events(name, 1), [adapter]))
+            for name in ("one", "two")
+        ]
+        await asyncio.sleep(0.05)
+        late = asyncio.ensure_future(store.record(*call_with_events("late", 1), [adapter]))
+        await asyncio.gather(*burst, late)
+        assert store.commits - before == 1
+    finally:
+        await store.close()
+
+
+async def test_writes_that_keep_coming_wait_for_the_window_and_share_a_commit(
+    settings_for: Callable[..., StoreSettings], http: aiohttp.ClientSession
+) -> None:
+    store = await open_store(settings_for(commit_window_ms=500))
+    adapter = make_adapter(http, "http://127.0.0.1:9/x")
+    try:
+        await store.record(*call_with_events("first", 1), [adapter])  # idle: at once
+        before = store.commits
+        # Right after a commit the writer counts as busy: this one waits for the window, and
+        # the one queued while it waits joins it.
+        early = asyncio.ensure_future(store.record(*call_with_events("early", 1), [adapter]))
+        await asyncio.sleep(0.05)
+        late = asyncio.ensure_future(store.record(*call_with_events("late", 1), [adapter]))
+        await asyncio.gather(early, late)
+        assert store.commits - before == 1
+    finally:
+        await store.close()
+
+
 async def test_submitted_records_commit_in_submit_order_so_the_last_snapshot_wins(
     store: AnyStore, http: aiohttp.ClientSession
 ) -> None:
@@ -305,6 +358,11 @@ async def test_kv_contacts_notes_and_originates_round_trip(store: AnyStore) -> N
         "no answer",
         {"agent": "7181"},
     )
+    # The call's outcome, once it ended, replaces the request record.
+    ended = {"agent": "7181", "call_id": "1795418031.8", "outcome": "answered"}
+    assert await store.update_originate("o-9", state="ended", request=ended)
+    originate = await store.get_originate("o-9")
+    assert originate is not None and (originate.state, originate.request) == ("ended", ended)
 
 
 async def test_call_history_reads_every_pbx_through_the_reader(store: AnyStore) -> None:

@@ -154,7 +154,7 @@ class FakeCrm:
     async def start(self) -> FakeCrm:
         app = web.Application()
         app.router.add_post("/events", self._handle)
-        self._runner = web.AppRunner(app)
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

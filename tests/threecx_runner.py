@@ -35,18 +35,35 @@ class TemplateError(Exception):
 _METHOD = re.compile(r'\[\[(\w+)\]\.ToString\("([^"]*)"\)\]')
 _VARIABLE = re.compile(r"\[(\w+)\]")
 _UNSUPPORTED = re.compile(r"\[\[|\]\.|IIf\(")
-_NET_DATE = re.compile(r"yyyy|MM|dd|HH|mm|ss|fff|.", re.DOTALL)
+_NET_DATE = re.compile(r"'[^']*'|\"[^\"]*\"|yyyy|MM|dd|HH|mm|ss|fff|.", re.DOTALL)
 _NET_TO_PY = {"yyyy": "%Y", "MM": "%m", "dd": "%d", "HH": "%H", "mm": "%M", "ss": "%S"}
 
 
-def net_date(moment: datetime, fmt: str) -> str:
+@dataclass(frozen=True)
+class Culture:
+    """The 3CX server's locale as .NET formatting sees it: `:` and `/` in a custom format are
+    its time and date separators unless quoted."""
+
+    time_separator: str = ":"
+    date_separator: str = "/"
+
+
+def net_date(moment: datetime, fmt: str, culture: Culture = Culture()) -> str:
     """.NET custom DateTime format (the subset templates use) -> text."""
     out = []
     for token in _NET_DATE.findall(fmt):
-        if token == "fff":
+        if token[:1] in ("'", '"') and len(token) >= 2:
+            out.append(token[1:-1])  # a quoted literal, copied as it is
+        elif token == "yyyy":
+            out.append(f"{moment.year:04d}")  # strftime's %Y does not pad year 1 on glibc
+        elif token == "fff":
             out.append(f"{moment.microsecond // 1000:03d}")
         elif token in _NET_TO_PY:
             out.append(moment.strftime(_NET_TO_PY[token]))
+        elif token == ":":
+            out.append(culture.time_separator)
+        elif token == "/":
+            out.append(culture.date_separator)
         else:
             out.append(token)
     return "".join(out)
@@ -87,11 +104,33 @@ class ScenarioRun:
     outputs: list[dict[str, str]] = field(default_factory=list)
     next_run: ScenarioRun | None = None
 
+    def kept_contacts(self, searched: str) -> list[dict[str, str]]:
+        """The outputs 3CX keeps as the caller's contact: one of its phone outputs must equal
+        the number it searched (3CX drops a looked-up contact whose phones all differ)."""
+        return [
+            output
+            for output in self.outputs
+            if any(k.startswith("Phone") and v == searched for k, v in output.items())
+        ]
+
 
 class TemplateRunner:
+    """`culture`: the 3CX server's locale. `missing`: how a variable 3CX has no value for
+    renders, "" (`empty`) or left as its own text (`literal`, as 3CX does for some)."""
+
     def __init__(
-        self, template: Path, parameters: dict[str, str], session: aiohttp.ClientSession
+        self,
+        template: Path,
+        parameters: dict[str, str],
+        session: aiohttp.ClientSession,
+        *,
+        culture: Culture = Culture(),
+        missing: str = "empty",
     ) -> None:
+        if missing not in ("empty", "literal"):
+            raise ValueError(f"missing: {missing!r}")
+        self.culture = culture
+        self.missing = missing
         self.root = ET.parse(template).getroot()
         if self.root.tag != "Crm":
             raise TemplateError(f"root element is {self.root.tag}, not Crm")
@@ -104,19 +143,30 @@ class TemplateRunner:
     # ---------------------------------------------------------------- expressions
 
     def evaluate(self, text: str, variables: dict[str, Any], passes: int = 0) -> str:
+        kept: list[str] = []  # expressions left as their own text ("literal" missing mode)
         for _ in range(max(1, passes)):
-            text = self._one_pass(text, variables)
+            text = self._one_pass(text, variables, kept)
+        for index, original in enumerate(kept):
+            text = text.replace(f"\x00{index}\x00", original)
         return text
 
-    def _one_pass(self, text: str, variables: dict[str, Any]) -> str:
+    def _one_pass(self, text: str, variables: dict[str, Any], kept: list[str]) -> str:
+        def keep(original: str) -> str:
+            kept.append(original)
+            return f"\x00{len(kept) - 1}\x00"
+
         def method(match: re.Match[str]) -> str:
+            if match.group(1) not in variables and self.missing == "literal":
+                return keep(match.group(0))
             value = variables.get(match.group(1))
             if not isinstance(value, datetime):
                 raise TemplateError(f"{match.group(0)}: {match.group(1)} is not a DateTime")
-            return net_date(value, match.group(2))
+            return net_date(value, match.group(2), self.culture)
 
         def variable(match: re.Match[str]) -> str:
-            value = variables.get(match.group(1), "")
+            if match.group(1) not in variables:
+                return keep(match.group(0)) if self.missing == "literal" else ""
+            value = variables[match.group(1)]
             return value.isoformat() if isinstance(value, datetime) else str(value)
 
         text = _METHOD.sub(method, text)

@@ -55,7 +55,9 @@ async def caller_check(channel: AgiChannel, context: ScriptContext) -> str:
             result.error,
         )
     else:
-        log.info(
+        # DEBUG, not INFO: one line per call was a tenth of a FastAGI session's CPU, and the
+        # outcome is counted in pbxcrm_agi_sessions_total; failures stay a WARNING above.
+        log.debug(
             "caller_check %s: %s is %s (source %s)",
             env.uniqueid,
             number or "anonymous",

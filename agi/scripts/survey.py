@@ -3,6 +3,10 @@
 Dialplan: `AGI(agi://127.0.0.1:4573/survey,${CALLERID(num)},<question>[,<agent extension>])`;
 without the extension argument it is read from `[agi.survey] extension_variable`.
 Sets SURVEY_RESULT (configurable name) to the digit once one was read.
+
+A rating of the agent's own number is refused: that is an agent rating themselves (dialling
+the survey directly), or the consult leg of an attended transfer, whose caller ID is the
+agent's until the caller is joined.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from agi.context import ScriptContext, SurveyResult
 from agi.protocol import AgiHangup
 from agi.scripts.registry import register_script
 from agi.settings import SurveySettings
+from crm.numbers import digits_only
 
 log = logging.getLogger("pbxcrm.agi")
 
@@ -30,11 +35,19 @@ async def _play(channel: AgiChannel, prompt: str) -> None:
         log.warning("survey %s: %s", channel.env.uniqueid, exc)
 
 
+def rates_the_agent(number: str, extension: str | None) -> bool:
+    agent = digits_only(extension or "")
+    return bool(agent) and digits_only(number) == agent
+
+
 async def ask_rating(channel: AgiChannel, settings: SurveySettings) -> int | None:
     for attempt in range(1, settings.attempts + 1):
         digits = await channel.get_data(settings.question_prompt, settings.timeout_ms, 1)
-        if digits.isdigit() and settings.min_digit <= int(digits) <= settings.max_digit:
-            return int(digits)
+        # One ASCII digit was asked for: anything longer (a broken or hostile reply of
+        # thousands of digits, which int() refuses) or a non-ASCII digit is no rating.
+        if len(digits) == 1 and digits in "0123456789":
+            if settings.min_digit <= int(digits) <= settings.max_digit:
+                return int(digits)
         log.info(
             "survey %s: attempt %d/%d got %s",
             channel.env.uniqueid,
@@ -55,6 +68,14 @@ async def survey(channel: AgiChannel, context: ScriptContext) -> str:
     number = args[0] or env.callerid
     question = args[1] or settings.question
     extension: str | None = args[2] or None
+    if rates_the_agent(number, extension):
+        log.warning(
+            "survey %s refused: the number to rate (%s) is the agent's own; an agent dialled"
+            " the survey instead of transferring a caller to it",
+            env.uniqueid,
+            number,
+        )
+        return "refused"
     try:
         for prompt in settings.intro_prompts:
             await _play(channel, prompt)
@@ -78,6 +99,14 @@ async def survey(channel: AgiChannel, context: ScriptContext) -> str:
     except AgiHangup:
         # The rating is in hand; a caller leaving right after pressing it still counts.
         hung_up = True
+    if rates_the_agent(number, extension):
+        log.warning(
+            "survey %s: rating %d dropped: the number rated (%s) is the agent's own",
+            env.uniqueid,
+            rating,
+            number,
+        )
+        return "refused"
     result = SurveyResult(
         number=number,
         extension=extension,

@@ -22,6 +22,7 @@ from ari_app.http.safe_links import safe_web_link
 from crm.history import HistoryError, HistoryQuery, query_calls
 from crm.lookup.base import LookupRequest, LookupResult, LookupStatus
 from crm.numbers import digits_only, format_number, normalize, number_variants
+from crm.shutdown import cancel_and_wait
 from crm.store import Note, remote_number_of
 
 log = logging.getLogger("pbxcrm.agent")
@@ -270,13 +271,7 @@ class CardRenderer:
         self._histories.pop(call_id, None)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            try:
-                await task
-            except BaseException:  # cancelled lookups end here; nothing to keep
-                pass
+        await cancel_and_wait(list(self._tasks), "agent card lookups")
 
 
 def _text(record: dict[str, Any], *keys: str) -> str | None:

@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from ari_app.http.deps import DEPS_KEY
 from ari_app.http.errors import field_error, json_error
 from ari_app.http.parsing import BadRequest, parse_query
 from ari_app.http.routing import RouteSpec
 from crm.history import COLUMNS, HistoryError, HistoryQuery, query_calls
+
+_BARE_NUMBER = re.compile(r"\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*")
+# A date alone (2026-11-01) is midnight UTC.
+_TIME_SCHEMA = {"type": "string", "anyOf": [{"format": "date-time"}, {"format": "date"}]}
 
 
 class CallsQuery(BaseModel):
@@ -32,13 +44,23 @@ class CallsQuery(BaseModel):
         description="Client number in any format (E.164, national, as stored)",
     )
     extension: str | None = Field(default=None, max_length=32, pattern=r"^[0-9A-Za-z_.-]+$")
-    start: datetime | None = Field(
+    start: Annotated[datetime | None, WithJsonSchema(_TIME_SCHEMA)] = Field(
         default=None, alias="from", description="ISO 8601; without offset it is UTC"
     )
-    end: datetime | None = Field(default=None, alias="to", description="ISO 8601, exclusive")
+    end: Annotated[datetime | None, WithJsonSchema(_TIME_SCHEMA)] = Field(
+        default=None, alias="to", description="ISO 8601, exclusive; must be after `from` (422)"
+    )
     limit: int = Field(default=100, ge=1, le=10_000)
     cursor: str | None = Field(default=None, max_length=512, pattern=r"^[A-Za-z0-9_-]+$")
     format: Literal["json", "csv"] | None = None
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _iso_only(cls, value: object) -> object:
+        # pydantic would read "0.5" as a Unix time; the API documents ISO 8601 only.
+        if isinstance(value, str) and _BARE_NUMBER.fullmatch(value):
+            raise ValueError("must be an ISO 8601 time, e.g. 2024-05-01T10:00:00Z")
+        return value
 
     @field_validator("start", "end")
     @classmethod

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ari_app.pipeline import Pipeline
     from ari_app.recording_links import RecordingLinkSigner
     from ari_app.settings import Settings
+    from crm.recordings.library import RecordingLibrary
     from crm.store_factory import AnyStore
 
 
@@ -27,6 +28,7 @@ class HttpDeps:
     metrics_registry: CollectorRegistry | None = None  # None: prometheus_client's default
     pipeline: Pipeline | None = None  # None: 3CX journal and notes answer 503
     agent_board: AgentBoard | None = None  # None: the /agent screen pop answers 503
+    recordings: RecordingLibrary | None = None  # None: MixMonitor's files served as they are
     # Checks the `<slot>` of `/<slot>/recording/<file>`; None: no signed link opens anything.
     recording_links: RecordingLinkSigner | None = None
 

@@ -12,6 +12,14 @@ def json_error(status: int, error: str, **extra: Any) -> web.Response:
     return web.json_response({"error": error, **extra}, status=status)
 
 
+def http_exception_error(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals as JSON; a 405 keeps the `Allow` header RFC 9110 requires."""
+    response = json_error(exc.status, exc.reason.lower())
+    if "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
 def validation_error(exc: ValidationError) -> web.Response:
     """422 naming each bad field; the rejected value itself is not echoed back."""
     fields = [

@@ -9,7 +9,7 @@ from aiohttp import web
 from ari_app.http.auth import IP_KEY, THROTTLE_KEY, AuthRefused, authorize, refusal
 from ari_app.http.connections import RequestBodyTimeout
 from ari_app.http.deps import DEPS_KEY
-from ari_app.http.errors import json_error
+from ari_app.http.errors import http_exception_error, json_error
 from ari_app.http.routing import family_of
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ async def security_middleware(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return json_error(exc.status, exc.reason.lower())
+        return http_exception_error(exc)
     except Exception:
         log.exception("error handling %s %s", request.method, request.match_info.route.resource)
         return json_error(500, "internal error")

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from ari_app.http.deps import DEPS_KEY
 from ari_app.http.routing import RouteSpec
@@ -55,23 +56,52 @@ _METHOD_SCHEMES = {
 }
 
 
-def _query_parameters(spec: RouteSpec) -> list[dict[str, Any]]:
+# The screen pop's own gate (ari_app/http/agent_port.py): switched off, no agents configured,
+# or a browser outside `[http.agent] allow_from`. Those routes sign people in themselves, so
+# they have no route family and no 401/403 from the family rules.
+_AGENT_PREFIX = "/agent"
+_AGENT_REFUSED = "Screen pop switched off, no agents configured, or not allowed from here"
+_REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+def _schema(model: type[BaseModel], schemas: dict[str, Any], **options: Any) -> dict[str, Any]:
+    """The model's JSON schema with its `$defs` moved to `components/schemas`: a `$ref` in an
+    OpenAPI document resolves from the document's root, where `#/$defs/...` does not exist."""
+    schema = model.model_json_schema(ref_template=_REF_TEMPLATE, **options)
+    schemas.update(schema.pop("$defs", {}))
+    return schema
+
+
+def _query_parameters(spec: RouteSpec, schemas: dict[str, Any]) -> list[dict[str, Any]]:
     if spec.query is None:
         return []
-    schema = spec.query.model_json_schema(by_alias=True)
+    schema = _schema(spec.query, schemas, by_alias=True)
     required = set(schema.get("required", []))
     return [
-        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        {"name": name, "in": "query", "required": name in required, "schema": _absent(prop)}
         for name, prop in schema.get("properties", {}).items()
     ]
 
 
-def _operation(spec: RouteSpec, settings: HttpSettings) -> dict[str, Any]:
+def _absent(prop: dict[str, Any]) -> dict[str, Any]:
+    """`X | None` of a query model is a parameter left out, never a null value (a query string
+    has no null): the schema is X's."""
+    options = prop.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options and len(options) == 2:
+        [kept] = [option for option in options if option != {"type": "null"}]
+        rest = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
+        return {**kept, **rest}
+    return prop
+
+
+def _operation(
+    spec: RouteSpec, settings: HttpSettings, schemas: dict[str, Any]
+) -> dict[str, Any]:
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in _PATH_PARAM.findall(spec.path)
     ]
-    parameters += _query_parameters(spec)
+    parameters += _query_parameters(spec, schemas)
     responses: dict[str, Any] = {
         str(code): {"description": text} for code, text in sorted(spec.responses.items())
     }
@@ -88,10 +118,12 @@ def _operation(spec: RouteSpec, settings: HttpSettings) -> dict[str, Any]:
     if spec.body is not None:
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": spec.body.model_json_schema()}},
+            "content": {"application/json": {"schema": _schema(spec.body, schemas)}},
         }
     if spec.family is None:
         operation["security"] = []
+        if spec.path.startswith(_AGENT_PREFIX):
+            responses.setdefault("403", {"description": _AGENT_REFUSED})
     else:
         responses.setdefault("401", {"description": "No or wrong credentials"})
         responses.setdefault("403", {"description": "Not allowed from this address or client"})
@@ -109,8 +141,9 @@ def _operation(spec: RouteSpec, settings: HttpSettings) -> dict[str, Any]:
 
 def build_document(routes: list[RouteSpec], settings: HttpSettings) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {}
     for spec in routes:
-        paths.setdefault(spec.path, {})[spec.method.lower()] = _operation(spec, settings)
+        paths.setdefault(spec.path, {})[spec.method.lower()] = _operation(spec, settings, schemas)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -119,7 +152,7 @@ def build_document(routes: list[RouteSpec], settings: HttpSettings) -> dict[str,
             "description": "Click-to-call, call history and recordings for CRMs.",
         },
         "paths": paths,
-        "components": {"securitySchemes": _SECURITY_SCHEMES},
+        "components": {"securitySchemes": _SECURITY_SCHEMES, "schemas": schemas},
     }
 
 

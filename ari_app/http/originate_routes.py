@@ -104,6 +104,11 @@ async def get_originate(request: web.Request) -> web.Response:
             "number": record.number,
             "created_at": record.created_at,
             "updated_at": record.updated_at,
+            # Filled once the call has ended (state "ended").
+            "call_id": record.call_id,
+            "outcome": record.outcome,
+            "talk_seconds": record.talk_seconds,
+            "ended_at": record.ended_at,
         }
     )
 
@@ -131,8 +136,9 @@ ROUTES = [
         "/api/v1/originate/{id}",
         get_originate,
         "originate",
-        "Outcome of a click-to-call: pending, ringing_agent, connected, agent_no_answer, "
-        "agent_busy or failed (with reason)",
+        "State of a click-to-call: pending, ringing_agent, connected, agent_no_answer, "
+        "agent_busy or failed (with reason); once its call is over, ended with outcome "
+        "(answered, no-answer, busy, failed), talk_seconds and call_id",
         responses={200: "The request's state", 404: "Unknown id"},
         tags=("click-to-call",),
     ),

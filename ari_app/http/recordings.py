@@ -14,9 +14,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ari_app.http.deps import DEPS_KEY
+from ari_app.http.deps import DEPS_KEY, HttpDeps
 from ari_app.http.errors import json_error
 from ari_app.http.routing import RouteSpec
+from crm.recordings.errors import RecordingError, RecordingNotReady
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,35 @@ def resolve_recording(root: Path, name: str) -> Path | None:
     return path
 
 
+async def find_recording(deps: HttpDeps, name: str) -> Path | None:
+    """The file a link names: on disk, or converted now (waiting for a conversion already
+    running). A recording whose conversion failed is served as MixMonitor wrote it, so a
+    link the CRM was given never leads to nothing while the original exists."""
+    root = Path(deps.settings.calls.recording_dir)
+    library = deps.recordings
+    if library is None:
+        return resolve_recording(root, name)
+    path = resolve_recording(library.folder, name) or resolve_recording(root, name)
+    if path is not None or not library.converts(name):
+        return path
+    try:
+        await library.ready(name)
+    except RecordingError as exc:
+        source = library.source_of(name)
+        log.warning("recording %s: %s; serving the original", name, exc)
+        if source is None:
+            return None
+        return resolve_recording(root, source.relative_to(library.source_dir).as_posix())
+    return resolve_recording(library.folder, name)
+
+
 async def serve_recording(request: web.Request) -> web.StreamResponse:
-    root = Path(request.app[DEPS_KEY].settings.calls.recording_dir)
-    path = resolve_recording(root, request.match_info["file"])
+    try:
+        path = await find_recording(request.app[DEPS_KEY], request.match_info["file"])
+    except RecordingNotReady:
+        busy = json_error(503, "recording still being converted")
+        busy.headers["Retry-After"] = "5"
+        return busy
     if path is None:
         # Missing, outside the folder or a forbidden name: one answer, so nothing is probed.
         return json_error(404, "not found")
@@ -67,7 +94,12 @@ async def serve_recording(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers=headers)
 
 
-_RESPONSES = {200: "The recording", 206: "Part of it (Range)", 404: "No such recording"}
+_RESPONSES = {
+    200: "The recording",
+    206: "Part of it (Range)",
+    404: "No such recording",
+    503: "Still being converted to the served format (Retry-After)",
+}
 _TYPES = tuple(sorted(set(CONTENT_TYPES.values())))
 
 ROUTES = [

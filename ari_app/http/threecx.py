@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,8 +42,12 @@ class BadFields(Exception):
         self.error = error
 
 
-async def request_fields(request: web.Request) -> dict[str, str]:
-    """Query, form and JSON fields merged, names stripped and lower-cased; body wins."""
+async def request_fields(request: web.Request, *, json_types: bool = False) -> dict[str, Any]:
+    """Query, form and JSON fields merged, names stripped and lower-cased; body wins.
+
+    Values are text, a JSON body's numbers and booleans as their JSON text; with `json_types`
+    a JSON body's values stay as they came (numbers, objects...) for a model to check.
+    """
     raw: list[tuple[str, Any]] = list(request.query.items())
     if request.method == "POST":
         if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
@@ -65,12 +69,12 @@ async def request_fields(request: web.Request) -> dict[str, str]:
                 if not isinstance(body, dict):
                     raise BadFields(400, "body must be a JSON object")
                 raw += [(k, v) for k, v in body.items() if v is not None]
-    fields: dict[str, str] = {}
+    fields: dict[str, Any] = {}
     for key, value in raw:
         name = str(key).strip().lower()
         text = value if isinstance(value, str) else json.dumps(value)
         if name and (text.strip() or name not in fields):
-            fields[name] = text
+            fields[name] = value if json_types else text
     return fields
 
 
@@ -146,17 +150,28 @@ async def _note(request: web.Request, fields: dict[str, str]) -> web.Response:
 
 
 class DbnQuery(BaseModel):
-    """For the OpenAPI document; the handler reads the fields leniently itself."""
+    """For the OpenAPI document; the handler reads the fields leniently itself (names in any
+    case, spellings of a status in any case and spacing), and refuses what these constraints
+    rule out with 422."""
 
     model_config = ConfigDict(extra="allow")
 
-    cid: str = Field(description="Caller's number")
-    token: str | None = Field(default=None, description="API key (or basic/header auth)")
-    status: str | None = Field(
-        default=None,
-        description="With a note: No Answer, Schedule Later, Do not Disturb, Completed",
+    cid: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern="[0-9]",
+        description="Caller's number: at least one digit",
     )
-    comments: str | None = Field(default=None, description="With a note: the agent's comments")
+    token: str | None = Field(default=None, description="API key (or basic/header auth)")
+    status: Literal[STATUSES] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="With a note: one of the four (also in any case and spacing)",
+    )
+    comments: str | None = Field(
+        default=None,
+        max_length=_MAX_COMMENTS,
+        description="With a note: the agent's comments. Comments without a status: 422",
+    )
     ext: str | None = Field(default=None, description="Optional: the agent's extension")
 
 
@@ -170,6 +185,7 @@ ROUTES = [
         query=DbnQuery,
         responses={
             200: '{"success": true|false} (lookup) or {"success": 1} (note saved)',
+            400: "Body is not valid JSON, not a JSON object, or not readable",
             422: "Missing cid or unknown status; success false/0",
             503: "Notes not available",
         },

@@ -17,6 +17,7 @@ from ari_app.http.errors import json_error, validation_error
 from ari_app.http.routing import RouteSpec
 from ari_app.http.threecx import BadFields, request_fields
 from ari_app.http.threecx_lookup import find_callers
+from ari_app.http.threecx_urls import contact_url, public_origin
 from ari_app.threecx_journal import JournalEntry, clean_number, record_journal_entry
 from crm.numbers import digits_only
 
@@ -26,7 +27,11 @@ log = logging.getLogger("pbxcrm.3cx")
 class LookupQuery(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    number: str = Field(description="The number as 3CX formats it ([Number])")
+    number: str = Field(
+        max_length=64,
+        description="The number as 3CX formats it ([Number]); without digits (a withheld"
+        " caller): no contacts",
+    )
 
 
 async def crm_lookup(request: web.Request) -> web.Response:
@@ -34,19 +39,29 @@ async def crm_lookup(request: web.Request) -> web.Response:
         fields = await request_fields(request)
     except BadFields as exc:
         return json_error(exc.status, exc.error)
-    number = clean_number(fields.get("number", ""))
-    if not digits_only(number) or len(number) > 64:
+    if "number" not in fields:
         return json_error(
-            422, "invalid request", fields=[{"field": "number", "message": "not a phone number"}]
+            422, "invalid request", fields=[{"field": "number", "message": "is required"}]
         )
-    callers = await find_callers(request.app[DEPS_KEY], number)
-    return web.json_response({"contacts": [caller.as_json() for caller in callers]})
+    number = clean_number(fields["number"])
+    if len(number) > 64:
+        return json_error(
+            422, "invalid request", fields=[{"field": "number", "message": "longer than 64"}]
+        )
+    if not digits_only(number):
+        # A withheld or anonymous caller: nobody to find, and not an error 3CX should log.
+        return web.json_response({"contacts": []})
+    deps = request.app[DEPS_KEY]
+    callers = await find_callers(deps, number)
+    origin = public_origin(request, deps.settings.http.trusted_proxies)
+    contacts = [{**c.as_json(), "url": contact_url(deps, c, origin)} for c in callers]
+    return web.json_response({"contacts": contacts})
 
 
 async def crm_journal(request: web.Request) -> web.Response:
     deps = request.app[DEPS_KEY]
     try:
-        fields = await request_fields(request)
+        fields = await request_fields(request, json_types=True)
         entry = JournalEntry.model_validate(fields)
     except BadFields as exc:
         return json_error(exc.status, exc.error)
@@ -76,7 +91,10 @@ ROUTES = [
         "3cx",
         "3CX CRM template: contact lookup by number",
         query=LookupQuery,
-        responses={200: "Contacts found ([] when none)", 422: "Invalid number"},
+        responses={
+            200: "Contacts found ([] when none, also for a number without digits)",
+            422: "No number parameter, or longer than 64",
+        },
         tags=("3cx",),
     ),
     RouteSpec(
@@ -88,6 +106,7 @@ ROUTES = [
         body=JournalEntry,
         responses={
             200: "Recorded (duplicate: true when it was already)",
+            400: "Body is not a JSON object",
             422: "Invalid field",
             503: "Journaling not available",
         },

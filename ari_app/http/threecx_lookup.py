@@ -100,7 +100,7 @@ async def find_callers(deps: HttpDeps, number: str) -> list[Caller]:
             log.exception("3cx lookup: lookup sources failed for a caller")
         else:
             if result.status in (LookupStatus.FOUND, LookupStatus.MULTIPLE):
-                return _with_urls(deps, _from_result(result, number))
+                return _from_result(result, number)
             if result.status == LookupStatus.ERROR:
                 log.warning("3cx lookup: sources answered with errors: %s", result.error)
     store = deps.store
@@ -118,22 +118,6 @@ async def find_callers(deps: HttpDeps, number: str) -> list[Caller]:
                 owner_extension=contact.owner_extension,
                 source="contacts",
             )
-            return _with_urls(deps, [caller])
+            return [caller]
     return []
 
-
-def _with_urls(deps: HttpDeps, callers: list[Caller]) -> list[Caller]:
-    template = deps.settings.http.threecx.contact_url_template
-    if not template:
-        return callers
-    return [
-        caller
-        if caller.url
-        else replace(
-            caller,
-            url=template.format(
-                number=caller.number, digits=digits_only(caller.number), id=caller.id
-            ),
-        )
-        for caller in callers
-    ]

@@ -15,6 +15,9 @@ from typing import Any, ClassVar
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
+# Where it always was for the dialects; defined apart so the HTTP plumbing (lookups too)
+# does not import the call model.
+from crm.delivery_error import DeliveryError as DeliveryError
 from crm.model import CallEvent, EventKind
 
 
@@ -41,29 +44,6 @@ class DeliveryOutcome:
     matched: bool | None = None
     response: str | None = None  # trimmed response body, kept for `outbox list`
     crm_data: dict[str, Any] = field(default_factory=dict)
-
-
-class DeliveryError(Exception):
-    """A delivery the CRM did not accept.
-
-    retryable: timeouts, connection errors, 5xx, 429, HTML or garbage where JSON was due.
-    Not retryable (dead letter): 4xx other than 408/429, an explicit error in the body.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retryable: bool,
-        status: int | None = None,
-        response: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.status = status
-        self.response = response
-        self.retry_after = retry_after
 
 
 class Adapter(ABC):
@@ -108,15 +88,24 @@ def register_dialect(
     return register
 
 
-def parse_adapter_config(raw: dict[str, Any]) -> AdapterConfig:
-    """Validate one `[[crm]]` block against its dialect's model (raises ValueError)."""
+def parse_adapter_config(
+    raw: dict[str, Any], context: dict[str, Any] | None = None
+) -> AdapterConfig:
+    """Validate one `[[crm]]` block against its dialect's model (raises ValueError).
+
+    A block switched off (`enabled = false`) keeps its `env:`/`file:` secrets unread: the
+    example config ships every dialect that way, and a machine has only the secrets it uses.
+    """
     import crm.dialects  # noqa: F401 - registers the built-in dialects
+    from crm.secrets import SECRETS_CONTEXT_KEY
 
     type_name = raw.get("type")
     if type_name not in DIALECTS:
         known = ", ".join(sorted(DIALECTS))
         raise ValueError(f"unknown CRM type {type_name!r}; known types: {known}")
-    config = DIALECTS[type_name].config_model.model_validate(raw)
+    if raw.get("enabled") is False:
+        context = {**(context or {}), SECRETS_CONTEXT_KEY: "skip"}
+    config = DIALECTS[type_name].config_model.model_validate(raw, context=context)
     if not config.name:
         config.name = config.type
     return config

@@ -18,6 +18,7 @@ byte for byte gets exactly the request its built-in dialect would send.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -33,6 +34,14 @@ from crm.dialects.call_fields import (
     render_tree,
 )
 from crm.dialects.http_dialect import HttpAdapter, HttpDialectConfig, refuse
+from crm.dialects.upload import (
+    RecordingFiles,
+    UploadSpec,
+    content_type_of,
+    multipart_body,
+    read_recording,
+    safe_filename,
+)
 from crm.http_client import trim
 from crm.model import CallEvent, Direction, EventKind
 
@@ -66,6 +75,7 @@ class RequestTemplate(BaseModel):
     directions: list[Direction] | None = None  # None: every direction
     answered: bool | None = None  # None: both; True/False: only (un)answered calls
     success: SuccessRule | None = None  # overrides the dialect-wide rule
+    upload: UploadSpec | None = None  # send the recording file itself (crm.dialects.upload)
 
     @field_validator("url", "body")
     @classmethod
@@ -89,6 +99,10 @@ class RequestTemplate(BaseModel):
         bodies = [b for b in (self.json_body, self.form, self.body) if b is not None]
         if len(bodies) > 1:
             raise ValueError("a request has at most one of json_body, form, body")
+        if self.upload is not None and (self.json_body is not None or self.body is not None):
+            raise ValueError("an upload's body is the file: use form for multipart fields")
+        if self.upload is not None and self.upload.mode == "raw" and self.form is not None:
+            raise ValueError("a raw upload's body is the file alone: drop form or use multipart")
         return self
 
 
@@ -103,6 +117,10 @@ class DeclarativeConfig(HttpDialectConfig):
     def _zone(cls, value: str) -> str:
         return check_timezone(value)
 
+    @property
+    def uploads_recordings(self) -> bool:
+        return any(template.upload is not None for template in self.requests.values())
+
     @field_validator("requests")
     @classmethod
     def _some(cls, value: dict[EventKind, RequestTemplate]) -> dict[EventKind, RequestTemplate]:
@@ -115,11 +133,17 @@ class DeclarativeConfig(HttpDialectConfig):
 class DeclarativeAdapter(HttpAdapter):
     config: DeclarativeConfig
     default_events: ClassVar[frozenset[EventKind]] = frozenset(EventKind)
+    recordings: RecordingFiles | None = None
+
+    def use_recordings(self, files: RecordingFiles) -> None:
+        self.recordings = files
 
     def wants(self, event: CallEvent) -> bool:
         template = self.config.requests.get(event.kind)
         if template is None or not super().wants(event):
             return False
+        if template.upload is not None and not event.call.recording_file:
+            return False  # nothing to upload: a call that was not recorded
         if template.directions is not None and event.call.direction not in template.directions:
             return False
         answered = event.call.answer_time is not None
@@ -144,6 +168,8 @@ class DeclarativeAdapter(HttpAdapter):
         elif template.body is not None:
             data = fill(template.body).encode()
             headers.setdefault("Content-Type", template.content_type or "text/plain")
+        if template.upload is not None:
+            data = await self._upload_body(template.upload, event, data, fill, headers)
         what = f"{event.kind.value} request"
         reply = await self.request(
             template.method,
@@ -182,6 +208,28 @@ class DeclarativeAdapter(HttpAdapter):
         if isinstance(answer, dict):
             outcome.crm_data = answer
         return outcome
+
+    async def _upload_body(
+        self,
+        spec: UploadSpec,
+        event: CallEvent,
+        form: Any,
+        fill: Callable[[str], str],
+        headers: dict[str, str],
+    ) -> bytes:
+        served, content = await read_recording(
+            self.recordings, event.call, self.name, self.config.timeout_seconds / 2
+        )
+        content_type = content_type_of(spec, served)
+        filename = safe_filename(fill(spec.filename) if spec.filename is not None else served)
+        if spec.mode == "raw":
+            headers.setdefault("Content-Type", content_type)
+            headers.setdefault("Content-Disposition", f'attachment; filename="{filename}"')
+            return content
+        body, headers["Content-Type"] = await multipart_body(
+            spec, list(form or []), filename, content_type, content
+        )
+        return body
 
 
 def _dig(tree: Any, path: str) -> Any:

@@ -26,6 +26,7 @@ SECTIONS: dict[str, str] = {
     "click_to_call": "tests.benchmarks.click_to_call",
     "outbox": "tests.benchmarks.outbox_bench",
     "latency": "tests.benchmarks.latency",
+    "recordings": "tests.benchmarks.recordings_bench",
 }
 
 

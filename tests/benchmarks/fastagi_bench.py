@@ -28,6 +28,7 @@ from tests.benchmarks.worker import ROOT, Link, Worker, role
 from tests.recordings import FIXTURES
 
 GOAL_VS_MINIMAL = 0.6
+GOAL_CLASSIC_VS_PYST2 = 2.0
 GOAL_P99_MS = 10.0
 CONCURRENCY = 200
 OPEN_LOOP_RATE = 500.0
@@ -230,7 +231,8 @@ agi.set_variable("CRM_FOUND", "1")
 """
 
 
-async def _classic_call(argv: list[str], number: str) -> float:
+async def _classic_call(argv: list[str], number: str) -> tuple[float, list[bytes]]:
+    """One call's classic AGI process, as Asterisk runs it; its wall time and commands."""
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         *argv,
@@ -241,31 +243,81 @@ async def _classic_call(argv: list[str], number: str) -> float:
     )
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(environment(number))
+    commands: list[bytes] = []
     while line := await proc.stdout.readline():
+        commands.append(line.rstrip(b"\n"))
         if line.startswith(b"GET VARIABLE"):
             proc.stdin.write(f"200 result=1 ({number})\n".encode())
         else:
             proc.stdin.write(b"200 result=1\n")
     proc.stdin.close()
     await proc.wait()
-    return time.monotonic() - started
+    return time.monotonic() - started, commands
 
 
-async def _classic_costs(crm_url: str, calls: int) -> tuple[float, float]:
-    with tempfile.TemporaryDirectory(prefix="pbxcrm-bench-") as tmp:
-        config = Path(tmp) / "pbxcrm.toml"
-        config.write_text(
-            f'[agi]\nsurvey_spool = "{tmp}/spool.jsonl"\n\n'
-            f'[[lookup]]\ntype = "jtel"\nname = "crm"\nurl = "{crm_url}"\n'
-        )
-        script = Path(tmp) / "pyst2_caller_check.py"
-        script.write_text(_PYST2_SCRIPT)
-        pbxcrm = [sys.executable, "-m", "agi.classic", "--config", str(config), "caller_check"]
-        pyst2 = [sys.executable, str(script)]
-        await _classic_call(pbxcrm, RECORDED_NUMBER)  # warm the OS file cache
-        ours = [await _classic_call(pbxcrm, RECORDED_NUMBER) for _ in range(calls)]
-        bare = [await _classic_call(pyst2, RECORDED_NUMBER) for _ in range(calls)]
-    return statistics.median(ours), statistics.median(bare)
+CLASSIC_COMMANDS = [
+    b"GET VARIABLE CALLERID(num)",
+    b"SET VARIABLE CRM_FOUND 1",
+    b"SET VARIABLE CRM_LOOKUP_STATUS FOUND",
+]
+
+
+def _pbxcrm_agi() -> list[str]:
+    """The console script Asterisk runs (`AGI(pbxcrm-agi,...)`), as installed by pip."""
+    script = Path(sys.executable).with_name("pbxcrm-agi")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "agi.classic"]
+
+
+async def _classic_costs(crm_url: str, calls: int) -> tuple[dict[str, float], list[Check]]:
+    """Median wall time per call: through the daemon, in-process, and a bare pyst2 script.
+
+    Every call is a new caller (a cache miss: the CRM is asked each time, in the daemon or
+    in the process), and the three kinds take turns so the machine's drift hits them alike.
+    """
+    daemon = await Worker.start("fastagi_pbxcrm", crm_url=crm_url)
+    try:
+        port = (await daemon.ready())["port"]
+        with tempfile.TemporaryDirectory(prefix="pbxcrm-bench-") as tmp:
+            lookup = f'[[lookup]]\ntype = "jtel"\nname = "crm"\nurl = "{crm_url}"\n'
+            agi = f'[agi]\nport = {port}\nsurvey_spool = "{tmp}/spool.jsonl"\n'
+            relayed, in_process = Path(tmp) / "relayed.toml", Path(tmp) / "in_process.toml"
+            relayed.write_text(f"{agi}\n{lookup}")
+            in_process.write_text(f"{agi}classic_via_daemon = false\n\n{lookup}")
+            script = Path(tmp) / "pyst2_caller_check.py"
+            script.write_text(_PYST2_SCRIPT)
+            argv = {
+                "relayed": [*_pbxcrm_agi(), "--config", str(relayed), "caller_check"],
+                "in_process": [*_pbxcrm_agi(), "--config", str(in_process), "caller_check"],
+                "pyst2": [sys.executable, str(script)],
+            }
+            numbers = (f"+7916{n:07d}" for n in itertools.count(1))
+            for command in argv.values():
+                await _classic_call(command, next(numbers))  # warm the OS file cache
+            times: dict[str, list[float]] = {name: [] for name in argv}
+            wrong: list[bytes] = []
+            for _ in range(calls):
+                for name, command in argv.items():
+                    took, commands = await _classic_call(command, next(numbers))
+                    times[name].append(took)
+                    if name != "pyst2" and commands != CLASSIC_COMMANDS:
+                        wrong += commands
+        daemon.send(cmd="stop")
+        served = (await daemon.result())["sessions"]
+    finally:
+        await daemon.finish()
+    checks = [
+        Check(
+            "classic AGI: every call set the recorded variables",
+            not wrong,
+            f"{2 * calls} pbxcrm-agi calls" + (f", wrong: {wrong[:3]}" if wrong else ""),
+        ),
+        Check(
+            "classic AGI: each relayed call was served by the daemon",
+            served == calls + 1,
+            f"{served} daemon sessions for {calls + 1} relayed calls",
+        ),
+    ]
+    return {name: statistics.median(values) for name, values in times.items()}, checks
 
 
 # -- the figure -----------------------------------------------------------------------------
@@ -323,11 +375,13 @@ async def run(quick: bool) -> Section:
                     f" {closed['commands_per_session']:.2f} commands each (want {want})",
                 )
             )
+        # While the CRM still answers: each classic call asks it (a new caller every time).
+        classic, classic_checks = await _classic_costs(crm_url, 3 if quick else 15)
+        checks += classic_checks
         crm.send(cmd="stop")
         lookups = (await crm.result())["lookups"]
     finally:
         await crm.finish()
-    ours, bare = await _classic_costs(crm_url, 3 if quick else 15)
     for name, label in (("hit", "cache hit"), ("miss", "cache miss")):
         ratio = rates[name] / rates["minimal"]
         section.figures.append(
@@ -343,8 +397,10 @@ async def run(quick: bool) -> Section:
                 f"  / minimal FastAGI server ({label})",
                 ratio,
                 "x",
-                goal=f">= {GOAL_VS_MINIMAL}",
-                met=ratio >= GOAL_VS_MINIMAL,
+                # The goal is the server's own cost (a hit); a miss adds the CRM's HTTP round
+                # trip, which is what asking a CRM costs, shown for comparison.
+                goal=f">= {GOAL_VS_MINIMAL}" if name == "hit" else "",
+                met=ratio >= GOAL_VS_MINIMAL if name == "hit" else None,
                 key=f"fastagi_{name}_vs_minimal",
             )
         )
@@ -392,18 +448,39 @@ async def run(quick: bool) -> Section:
             ("miss", "cache miss"),
         )
     ]
+    classic_ratio = classic["relayed"] / classic["pyst2"]
     section.figures += [
         Figure(
-            "classic AGI (pbxcrm-agi caller_check), per call",
-            ours * 1000,
+            "classic AGI, pbxcrm-agi caller_check via the daemon, per call",
+            classic["relayed"] * 1000,
             "ms",
             key="classic_agi_ms_per_call",
         ),
         Figure(
             "classic AGI, bare pyst2 script, per call",
-            bare * 1000,
+            classic["pyst2"] * 1000,
             "ms",
             key="pyst2_script_ms_per_call",
+        ),
+        Figure(
+            "  pbxcrm-agi via the daemon / bare pyst2 script",
+            classic_ratio,
+            "x",
+            goal=f"<= {GOAL_CLASSIC_VS_PYST2:g}",
+            met=classic_ratio <= GOAL_CLASSIC_VS_PYST2,
+            key="classic_agi_vs_pyst2",
+        ),
+        Figure(
+            "classic AGI, pbxcrm-agi in its own process, per call",
+            classic["in_process"] * 1000,
+            "ms",
+            key="classic_agi_in_process_ms_per_call",
+        ),
+        Figure(
+            "  in the process / bare pyst2 script",
+            classic["in_process"] / classic["pyst2"],
+            "x",
+            key="classic_agi_in_process_vs_pyst2",
         ),
     ]
     checks.append(

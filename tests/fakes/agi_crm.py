@@ -36,7 +36,7 @@ class JtelForAgi:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/lookup", self._lookup)
-        self._runner = web.AppRunner(app)
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

@@ -99,7 +99,7 @@ class FakeAri:
         app = web.Application(middlewares=[self._auth])
         app.router.add_get("/ari/events", self._events)
         app.router.add_route("*", "/ari/{tail:.*}", self._rest)
-        self._runner = web.AppRunner(app)
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

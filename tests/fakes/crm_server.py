@@ -129,7 +129,7 @@ class FakeCrm:
         return False
 
     async def start(self) -> FakeCrm:
-        self._runner = web.AppRunner(self.app)
+        self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

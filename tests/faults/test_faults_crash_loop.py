@@ -1,20 +1,24 @@
 """Crash safety: `pbxcrm run` killed with -9 at a random moment while recorded calls stream in
-and two CRMs are slow, then started again: every call reaches every CRM exactly once (counted by
-idempotency key), in per-call order, and ends with `completed`.
+and two CRMs are slow, then started again: every call reaches every CRM exactly once by
+idempotency key (at-least-once by request), in per-call order, and ends with `completed`.
 
-Each run: the fake PBX replays the demo capture (the eight recorded calls joined, one AMI
+Each run: the fake PBX replays the demo capture (the recorded calls joined, one AMI
 session, recorded gaps capped so it streams for ~2 s); the real `pbxcrm run` process delivers to
 two webhook CRMs (one aiohttp server, random 0-30 ms per answer, concurrency 2 each); it is
 SIGKILLed at a random moment between its AMI login and the end of delivery, then restarted. The
 restarted process finds a PBX with no channels left (the recorded calls are over by then, as
 they would be on a real switch), closes what it had open as reconciled, and drains the outbox.
 
-Checked per run against the SQLite file the two processes wrote: each outbox row reached its CRM
-(distinct idempotency keys = rows, nothing else arrived), first arrivals per call are seq
-1..n without gaps, every call ends with exactly one `completed`, both CRMs saw the same steps,
-no row is pending or dead, and requests sent twice (in flight at the kill) are at most the
-number that can be in flight. The 100 runs take ~80-120 s on a 2-CPU machine, so CI runs all
-of them; PBXCRM_FAULT_SEED picks another set of kill moments.
+What must arrive is not read from pbxcrm's own database: the pure call tracker run over the same
+recorded bytes (through the production frame filter) gives every call's steps. Per run and per
+CRM, each call that arrived got exactly the tracker's steps (seq, kind and the final record's
+direction, numbers, agent, disposition, who hung up), or - for a call the kill cut - the
+tracker's first steps followed only by pbxcrm's reconciled closing; no step of the recording
+arrived out of order, twice by key or not at all before a later one. A first, unkilled run must
+deliver every step of every recorded call to both CRMs. Also checked: both CRMs saw the same steps,
+no outbox row is pending or dead, and requests sent twice (in flight at the kill, same key) are
+at most the number that can be in flight. The 100 runs take ~80-120 s on a 2-CPU machine, so
+CI runs all of them; PBXCRM_FAULT_SEED picks another set of kill moments.
 """
 
 from __future__ import annotations
@@ -22,15 +26,21 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import signal
 import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from ari_app.ami_events import PbxClock, frame_to_event, tracked_frame_filter
+from ari_app.call_rules import CallRules
 from ari_app.demo import demo_recording
 from ari_app.fake_pbx import FakePbx
+from ari_app.frames import FrameReader
 from ari_app.settings import Settings
+from ari_app.tracker import CallTracker
+from crm.model import CallEvent
 from tests.faults.support import (
     AMI_PASSWORD,
     SOAK,
@@ -53,12 +63,83 @@ MAX_GAP = 0.06
 @dataclass
 class RunResult:
     seed: int
-    killed_after: float
+    killed_after: float | None
     delivered_before_kill: int
     calls: int
     deliveries: int
     duplicates: int
     reconciled: int
+    calls_exact: int  # calls whose steps were all the tracker's
+    calls_cut: int  # calls the kill cut: the tracker's first steps, then a reconciled closing
+
+
+# The final record's fields a cut-free call must share with the tracker's.
+COMPARED_FIELDS = (
+    "direction", "caller_number", "called_number", "agent_extension", "disposition",
+    "terminating_party",
+)
+
+
+def expected_steps(recording: bytes) -> dict[str, list[CallEvent]]:
+    """Every call's steps as the pure tracker derives them from the recorded bytes, read
+    through the frame filter `pbxcrm run` uses, with the rules of the config below."""
+    reader = FrameReader(tracked_frame_filter().including("Shutdown"))
+    tracker = CallTracker(CallRules(), pbx_id="lab")
+    clock = PbxClock(now=lambda: 0.0)
+    steps: dict[str, list[CallEvent]] = {}
+    for frame in reader.feed(recording):
+        event = frame_to_event(frame, clock.stamp(frame))
+        if event is not None:
+            for step in tracker.handle(event):
+                steps.setdefault(step.call_id, []).append(step)
+    return steps
+
+
+def is_reconciled_closing(kinds: list[str]) -> bool:
+    """What pbxcrm sends when it closes a call itself: every open agent leg ended, the
+    conversation's hangup (and dropped) unless already sent, then completed."""
+    return re.fullmatch(r"(leg_ended )*(hangup (dropped )?)?completed ", "".join(
+        f"{kind} " for kind in kinds)) is not None
+
+
+def check_against_tracker(
+    events: list[dict], truth: dict[str, list[CallEvent]], *, killed: bool
+) -> tuple[int, int]:
+    """(calls exactly as the tracker says, calls cut by the kill); fails on anything else."""
+    first: dict[str, list[dict]] = {}
+    seen: set[str] = set()
+    for event in events:
+        if event["idempotency_key"] not in seen:
+            seen.add(event["idempotency_key"])
+            first.setdefault(event["call_id"], []).append(event)
+    unknown = set(first) - set(truth)
+    assert not unknown, f"calls the recording does not have: {sorted(unknown)}"
+    if not killed:
+        missing = set(truth) - set(first)
+        assert not missing, f"calls of the recording that never arrived: {sorted(missing)}"
+    exact = cut = 0
+    for call_id, got in first.items():
+        want = [(step.seq, step.kind.value) for step in truth[call_id]]
+        arrived = [(event["seq"], event["kind"]) for event in got]
+        final = got[-1]["call"]
+        expected = truth[call_id][-1].call.model_dump(mode="json")
+        if arrived == want and final["reconciled"] == expected["reconciled"]:
+            for name in COMPARED_FIELDS:
+                assert final[name] == expected[name], (
+                    f"call {call_id} {name}: {final[name]!r}, the tracker says {expected[name]!r}"
+                )
+            exact += 1
+            continue
+        # Cut by the kill: the tracker's first steps, then pbxcrm's own closing after restart.
+        assert killed and final["reconciled"], f"call {call_id}: {arrived}, tracker: {want}"
+        assert any(
+            arrived[:shared] == want[:shared]
+            and is_reconciled_closing([kind for _, kind in arrived[shared:]])
+            for shared in range(1, len(arrived))
+        ), f"call {call_id}: {arrived} is not the tracker's {want} cut and closed"
+        assert [seq for seq, _ in arrived] == list(range(1, len(arrived) + 1))
+        cut += 1
+    return exact, cut
 
 
 def config_text(tmp: Path, pbx_port: int, crm_url: str) -> str:
@@ -99,7 +180,7 @@ survey_spool = "{tmp / "spool.jsonl"}"
 {blocks}"""
 
 
-async def crash_run(seed: int, tmp: Path, suite_logs) -> RunResult:
+async def crash_run(seed: int, tmp: Path, suite_logs, *, kill: bool = True) -> RunResult:
     rand = random.Random(seed)
     os.makedirs(tmp)
     db = tmp / "pbxcrm.sqlite3"
@@ -123,20 +204,28 @@ async def crash_run(seed: int, tmp: Path, suite_logs) -> RunResult:
             first = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log, env=env)
             processes.append(first)
             await wait_for(lambda: pbx.connections >= 1)
-            # Anywhere from "logged in, nothing recorded" to "all recorded, delivering".
-            killed_after = rand.uniform(0.0, 2.5)
-            try:
-                await asyncio.wait_for(asyncio.shield(first.wait()), killed_after)
-            except TimeoutError:
-                pass
-            assert first.returncode is None, "pbxcrm exited by itself before the kill"
-            first.send_signal(signal.SIGKILL)
-            await first.wait()
-            delivered_before = sum(len(crm.events(name)) for name in CRMS)
+            killed_after: float | None = None
+            delivered_before = 0
+            second = first
+            if kill:
+                # Anywhere from "logged in, nothing recorded" to "all recorded, delivering".
+                killed_after = rand.uniform(0.0, 2.5)
+                try:
+                    await asyncio.wait_for(asyncio.shield(first.wait()), killed_after)
+                except TimeoutError:
+                    pass
+                assert first.returncode is None, "pbxcrm exited by itself before the kill"
+                first.send_signal(signal.SIGKILL)
+                await first.wait()
+                delivered_before = sum(len(crm.events(name)) for name in CRMS)
 
-            second = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log, env=env)
-            processes.append(second)
-            await wait_for(lambda: pbx.connections >= 2)
+                second = await asyncio.create_subprocess_exec(
+                    *command, stdout=log, stderr=log, env=env
+                )
+                processes.append(second)
+                await wait_for(lambda: pbx.connections >= 2)
+            else:
+                await pbx.wait_finished(30)  # every recorded frame sent before "settled"
 
             def settled() -> bool:
                 open_calls = query(db, "SELECT count(*) FROM calls WHERE ended = 0")
@@ -167,10 +256,13 @@ async def crash_run(seed: int, tmp: Path, suite_logs) -> RunResult:
 
     rows = query(db, "SELECT adapter, idempotency_key, state FROM outbox")
     assert all(state == "done" for _, _, state in rows), "a delivery is left pending or dead"
+    truth = expected_steps(demo_recording())
     per_crm = {}
+    exact = cut = 0
     for name in CRMS:
         expected = {key for adapter, key, _ in rows if adapter == name}
         per_crm[name] = check_exactly_once_in_order(crm.events(name), expected)
+        exact, cut = check_against_tracker(crm.events(name), truth, killed=kill)
 
     def steps(name: str) -> set[tuple[str, int, str]]:
         return {(e["call_id"], e["seq"], e["kind"]) for e in crm.events(name)}
@@ -192,6 +284,8 @@ async def crash_run(seed: int, tmp: Path, suite_logs) -> RunResult:
         deliveries=sum(d.keys for d in per_crm.values()),
         duplicates=duplicates,
         reconciled=reconciled,
+        calls_exact=exact,
+        calls_cut=cut,
     )
 
 
@@ -200,6 +294,10 @@ async def test_pbxcrm_killed_at_random_moments_delivers_every_call_to_every_crm_
 ) -> None:
     runs = CRASH_RUNS_FULL if SOAK else CRASH_RUNS_CI  # (equal today: see the docstring)
     base_seed = int(os.environ.get("PBXCRM_FAULT_SEED", "20261105"))
+    # Unkilled, every step of every recorded call must reach both CRMs.
+    control = await crash_run(base_seed - 1, tmp_path / "unkilled", suite_logs, kill=False)
+    assert control.calls_exact == len(expected_steps(demo_recording()))
+    assert control.duplicates == 0
     gate = asyncio.Semaphore(PARALLEL)
 
     async def one(index: int) -> RunResult:
@@ -210,11 +308,13 @@ async def test_pbxcrm_killed_at_random_moments_delivers_every_call_to_every_crm_
     calls = sum(r.calls for r in results)
     mid_stream = sum(1 for r in results if 0 < r.delivered_before_kill)
     line = (
-        f"crash safety: {runs} kill -9 runs (seed {base_seed}), {calls} calls checked,"
-        f" {sum(r.deliveries for r in results)} deliveries exactly once by key to"
-        f" {len(CRMS)} CRMs, {sum(r.duplicates for r in results)} same-key redeliveries,"
-        f" {sum(r.reconciled for r in results)} calls closed by reconciliation,"
-        f" {mid_stream} runs killed after deliveries had begun"
+        f"crash safety: {runs} kill -9 runs (seed {base_seed}), {calls} calls checked against"
+        f" the tracker over the recorded bytes ({sum(r.calls_exact for r in results)} exactly,"
+        f" {sum(r.calls_cut for r in results)} cut by the kill and closed reconciled),"
+        f" {sum(r.deliveries for r in results)} deliveries, each key once to"
+        f" {len(CRMS)} CRMs, {sum(r.duplicates for r in results)} same-key re-sends,"
+        f" {mid_stream} runs killed after deliveries had begun;"
+        f" unkilled run: {control.calls_exact} calls, {control.deliveries} deliveries exactly"
     )
     print(line)
     fault_report.append(line)

@@ -63,7 +63,7 @@ async def troubled_crm() -> AsyncIterator[tuple[TroubledCrm, str]]:
     crm = TroubledCrm()
     app = web.Application()
     app.router.add_post("/events", crm.handle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    runner = web.AppRunner(app, shutdown_timeout=0.1, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
