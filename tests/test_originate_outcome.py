@@ -25,7 +25,7 @@ def settings_for(tmp_path: Path, pbx_port: int) -> Settings:
                         "password": "crmsecret"}},
         "store": {"path": str(tmp_path / "pbxcrm.sqlite3")},
         "http": {"host": "127.0.0.1", "port": 0,
-                 "clients": [{"name": "crm", "token": CRM_TOKEN}]},
+                 "clients": [{"name": "crm", "token": CRM_TOKEN, "routes": ["originate"]}]},
         "agi": {"enabled": False, "survey_spool": str(tmp_path / "spool.jsonl")},
     })
 

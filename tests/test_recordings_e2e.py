@@ -61,7 +61,7 @@ def settings(tmp_path: Path, pbx_port: int, crm: list[dict[str, Any]]) -> Settin
             "http": {
                 "host": "127.0.0.1",
                 "port": 0,
-                "clients": [{"name": "crm", "token": TOKEN}],
+                "clients": [{"name": "crm", "token": TOKEN, "routes": ["recordings"]}],
             },
             "agi": {"enabled": False},
             "crm": crm,
