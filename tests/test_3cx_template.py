@@ -189,7 +189,8 @@ async def test_a_contact_link_that_is_not_an_absolute_web_address_is_not_given_t
         await site.service.store.upsert_contact("+7 903 123-45-67", name="Ivan Petrov", url=url)
         run = await runner(site).lookup("+79031234567")
         assert run.matched
-        assert run.outputs[0]["ContactUrl"] == ""
+        # Not the record's link: the fallback, pbxcrm's own agent page.
+        assert run.outputs[0]["ContactUrl"] == site.url("/agent")
 
 
 async def test_the_lookup_scenario_finds_nobody_for_an_unknown_number(tmp_path: Path) -> None:

@@ -216,6 +216,8 @@ async def test_wrong_credentials_from_one_address_are_throttled_even_for_the_rig
             assert resp.status == 429
             assert await resp.json() == {"error": "too many requests"}
             assert 0 < int(resp.headers["Retry-After"]) <= 300
+        async with server.session.get(url) as resp:
+            assert resp.status == 401  # asking without credentials is still just refused
         async with server.session.get(server.url("/healthz")) as resp:
             assert resp.status == 200  # the open route stays open
 

@@ -198,14 +198,16 @@ async def authorize(
     request[IP_KEY] = str(ip) if ip is not None else "?"
     if ip is None or not _in(ip, rule.allow_from):
         raise AuthRefused(403, "address not allowed for this route")
-    wait = throttle.locked_for(str(ip)) if throttle is not None else 0.0
-    if wait > 0:
-        raise AuthRefused(429, "too many wrong credentials from this address", retry_after=wait)
     if "signed_link" in rule.methods and signed_link_opens(request, signer, time.time()):
         return None
     presented = await presented_credentials(request, list(rule.methods))
     if not presented:
         raise AuthRefused(401, "no credentials")
+    # Only a request that presents credentials is a guess: a locked-out address still hears
+    # 401 for none, and 429 (before any comparison) for every credential it tries.
+    wait = throttle.locked_for(str(ip)) if throttle is not None else 0.0
+    if wait > 0:
+        raise AuthRefused(429, "too many wrong credentials from this address", retry_after=wait)
     client = match_client(settings.clients, presented)
     if client is None:
         raise AuthRefused(401, "wrong credentials", guess=True)

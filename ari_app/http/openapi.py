@@ -127,6 +127,10 @@ def _operation(
     else:
         responses.setdefault("401", {"description": "No or wrong credentials"})
         responses.setdefault("403", {"description": "Not allowed from this address or client"})
+        responses.setdefault(
+            "429",
+            {"description": "Too many wrong credentials from this address; see Retry-After"},
+        )
         has_slot = "{token}" in spec.path
         methods = [
             method

@@ -13,6 +13,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from aiohttp import web
 
 from ari_app.http.deps import HttpDeps
+from ari_app.http.safe_links import safe_web_link
 from ari_app.http.settings import Network
 from ari_app.http.threecx_lookup import Caller
 from crm.numbers import digits_only
@@ -42,8 +43,11 @@ def public_origin(request: web.Request, trusted_proxies: list[Network]) -> str:
 
 
 def contact_url(deps: HttpDeps, caller: Caller, origin: str) -> str:
-    if caller.url:
-        return caller.url
+    # A record's own link counts only when it is a plain absolute web address (no
+    # javascript:, no //host): anything else falls through to the templates.
+    own = safe_web_link(caller.url, allow_path=False)
+    if own:
+        return own
     digits = digits_only(caller.number)
     threecx_template = deps.settings.http.threecx.contact_url_template
     if threecx_template:
