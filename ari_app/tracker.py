@@ -87,6 +87,7 @@ _GONE_REMEMBERED = 4096
 class CallTracker:
     def __init__(self, rules: CallRules, pbx_id: str = "default", source: str = "ami") -> None:
         self.rules = rules
+        self._recording_links = rules.recording_links  # one signer, not one per step
         self.pbx_id = pbx_id
         self.source = source
         self._trunk_endpoints = frozenset(rules.trunk_endpoints)
@@ -123,7 +124,7 @@ class CallTracker:
             pbx_id=self.pbx_id,
             source=self.source,
             recording_url_template=self.rules.recording_url_template,
-            recording_links=self.rules.recording_links,
+            recording_links=self._recording_links,
         )
 
     def restore(
@@ -864,7 +865,7 @@ class CallTracker:
                 pbx_id=self.pbx_id,
                 source=self.source,
                 recording_url_template=self.rules.recording_url_template,
-                recording_links=self.rules.recording_links,
+                recording_links=self._recording_links,
                 ended=ended,
             ),
             extension=extension,
