@@ -101,4 +101,7 @@ async def test_a_token_percent_encoded_in_a_refused_request_line_is_starred(
     text = text_log.getvalue()
     assert "Invalid char in url path" in text  # the line aiohttp logs is there ...
     assert encoded not in text and CREATIO_TOKEN not in text  # ... with the token starred
-    assert "/webapi/***/makecall" in text
+    # Starred as a whole, or piece by piece where other tests' secrets (registered process-wide
+    # by then) overlap it: either way the request line is kept around the stars.
+    [line] = [row for row in text.splitlines() if "/makecall" in row and "/webapi/" in row][:1]
+    assert "***" in line
