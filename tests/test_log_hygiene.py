@@ -105,3 +105,24 @@ async def test_a_token_percent_encoded_in_a_refused_request_line_is_starred(
     # by then) overlap it: either way the request line is kept around the stars.
     [line] = [row for row in text.splitlines() if "/makecall" in row and "/webapi/" in row][:1]
     assert "***" in line
+
+
+async def test_a_token_in_an_overlong_request_line_is_starred_in_the_raw_record(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp logs a too-long request line with its traceback: the record itself (what any
+    handler an admin adds would read) carries no token, not only pbxcrm's own output."""
+    caplog.set_level(logging.DEBUG)
+    async with running(HttpDeps(settings=make_settings(tmp_path))) as server:
+        port = int(server.base.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        path = f"/{CREATIO_TOKEN}/recording/{'9' * 9000}"
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await writer.drain()
+        assert (await reader.read()).startswith(b"HTTP/1.0 400")
+        writer.close()
+    refused = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert refused, "aiohttp logged nothing for the refused line"
+    for record in refused:
+        text = record.getMessage() + (record.exc_text or "")
+        assert CREATIO_TOKEN not in text

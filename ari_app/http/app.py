@@ -36,6 +36,7 @@ from ari_app.http.connections import (
 from ari_app.http.deps import DEPS_KEY, HttpDeps
 from ari_app.http.middleware import security_middleware
 from ari_app.http.routing import FAMILY_KEY, RouteSpec
+from crm.secrets import RedactSecretsFilter
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,17 @@ def _router_path(path: str) -> str:
     return path.replace("{file}", "{file:.+}")
 
 
+def _redact_aiohttp_records() -> None:
+    """aiohttp logs a refused request line whole (LineTooLong, a bad character), token and
+    all: its records are starred where they are made, whatever handlers read them."""
+    for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecretsFilter) for f in logger.filters):
+            logger.addFilter(RedactSecretsFilter())
+
+
 def build_http_app(deps: HttpDeps) -> web.Application:
+    _redact_aiohttp_records()
     settings = deps.settings.http
     app = web.Application(
         middlewares=[request_arrived_middleware, body_deadline_middleware, security_middleware],
