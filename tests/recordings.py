@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from ari_app.ami_events import PbxClock, frame_to_event
-from ari_app.call_rules import CallRules
-from ari_app.tracker import CallTracker
+from ari_app.calls.rules import CallRules
+from ari_app.calls.tracker import CallTracker
+from ari_app.pbx.ami.events import PbxClock, frame_to_event
 from crm.model import CallEvent
 
 FIXTURES = Path(__file__).parent / "fixtures" / "asterisk"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from ari_app.threecx_journal import (
+from ari_app.threecx.journal import (
     CallType,
     JournalEntry,
     build_call_events,

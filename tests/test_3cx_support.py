@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from ari_app.service import Service
-from ari_app.settings import Settings
+from ari_app.app.service import Service
+from ari_app.app.settings import Settings
 from tests.fakes.crm_dbn import FakeDbn
 from tests.fakes.crm_server import FakeCrm
 

@@ -22,14 +22,14 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from ari_app.agent_board import AgentBoard
-from ari_app.http.agent_sessions import COOKIE
-from ari_app.http.app import bound_port, start_http
-from ari_app.http.deps import HttpDeps
-from ari_app.pipeline import Pipeline
+from ari_app.agent.board import AgentBoard
+from ari_app.agent.sessions import COOKIE
+from ari_app.app.http_server import bound_port, start_http
+from ari_app.calls.pipeline import Pipeline
+from ari_app.web.deps import HttpDeps
 from crm.lookup.base import LookupRequest, LookupResult, LookupStatus
 from crm.model import EventKind
-from crm.store import Store
+from crm.store.sqlite import Store
 from tests.recordings import recorded_frames
 from tests.test_http_support import RecordedAmiBackend, make_service, make_settings
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ari_app.http.agent_sessions import AgentSessions, SignInRefused
-from ari_app.http.agent_settings import AgentSettings
+from ari_app.agent.sessions import AgentSessions, SignInRefused
+from ari_app.agent.settings import AgentSettings
 
 PIN = "493817"
 

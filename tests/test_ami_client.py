@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from panoramisk.actions import Action
 
-from ari_app.ami import (
+from ari_app.app.fake_pbx import FakePbx
+from ari_app.pbx.ami.client import (
     AmiActionTimeout,
     AmiClient,
     AmiConnectionLost,
@@ -17,9 +18,8 @@ from ari_app.ami import (
     AmiNotConnected,
     AmiResponse,
 )
-from ari_app.ami_events import tracked_frame_filter
-from ari_app.fake_pbx import FakePbx
-from ari_app.frames import FrameFilter
+from ari_app.pbx.ami.events import tracked_frame_filter
+from ari_app.pbx.ami.frames import FrameFilter
 from tests.test_ami_support import (
     RECORDINGS,
     Collector,

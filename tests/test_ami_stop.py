@@ -12,8 +12,8 @@ import logging
 
 import pytest
 
-from ari_app.ami import AmiClient
-from ari_app.fake_pbx import FakePbx
+from ari_app.app.fake_pbx import FakePbx
+from ari_app.pbx.ami.client import AmiClient
 from tests.test_ami_support import Collector, recording, settings_for
 
 EARLY_STEPS = 40
@@ -24,7 +24,7 @@ def _ami_tasks() -> list[asyncio.Task[object]]:
 
 
 async def test_stop_at_every_early_loop_step_ends_the_connection_task(caplog):
-    caplog.set_level(logging.WARNING, logger="ari_app.ami")
+    caplog.set_level(logging.WARNING, logger="ari_app.pbx.ami.client")
     async with FakePbx(recording("inbound_busy_agent")) as pbx:
         for step in range(EARLY_STEPS):
             seen = Collector()

@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from ari_app.fake_pbx import RECONNECT_MARKER
-from ari_app.frames import Frame, FrameFilter, parse_frames
-from ari_app.pbx_settings import AmiSettings
+from ari_app.app.fake_pbx import RECONNECT_MARKER
+from ari_app.pbx.ami.frames import Frame, FrameFilter, parse_frames
+from ari_app.pbx.settings import AmiSettings
 
 AMI_DIR = Path(__file__).parent / "fixtures" / "asterisk" / "ami"
 RECORDINGS = sorted(p for p in AMI_DIR.glob("*.ami") if not p.name.endswith(".sent.ami"))

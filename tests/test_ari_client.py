@@ -9,18 +9,18 @@ from collections.abc import AsyncIterator
 import pytest
 from pydantic import SecretStr
 
-from ari_app.ari import AriClient, AriRequestError, backoff_delay
-from ari_app.ari_models import AriEvent, StasisStartEvent
-from ari_app.call_rules import CallRules
-from ari_app.channel_events import (
+from ari_app.calls.rules import CallRules
+from ari_app.calls.tracker import CallTracker
+from ari_app.pbx.ari.client import AriClient, AriRequestError, backoff_delay
+from ari_app.pbx.ari.models import AriEvent, StasisStartEvent
+from ari_app.pbx.channel_events import (
     ChannelCreated,
     ChannelEvent,
     ChannelSnapshot,
     PbxDisconnected,
     SnapshotComplete,
 )
-from ari_app.pbx_settings import AriSettings
-from ari_app.tracker import CallTracker
+from ari_app.pbx.settings import AriSettings
 from crm.model import CallEvent, EventKind
 from tests.fakes.ari_server import FakeAri, recorded_ari_messages, recorded_rest
 

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from ari_app.ami_events import PbxClock, frame_to_event
-from ari_app.ari_events import AriEventMapper, channel_snapshot
-from ari_app.ari_models import BadAriMessage, parse_channels, parse_event
-from ari_app.call_rules import CallRules
-from ari_app.channel_events import (
+from ari_app.calls.rules import CallRules
+from ari_app.calls.tracker import CallTracker
+from ari_app.pbx.ami.events import PbxClock, frame_to_event
+from ari_app.pbx.ari.events import AriEventMapper, channel_snapshot
+from ari_app.pbx.ari.models import BadAriMessage, parse_channels, parse_event
+from ari_app.pbx.channel_events import (
     ChannelCreated,
     DialEnded,
     DialStarted,
@@ -26,7 +27,6 @@ from ari_app.channel_events import (
     RecordingStarted,
     VariableSet,
 )
-from ari_app.tracker import CallTracker
 from crm.model import CallEvent
 from tests.fakes.ari_server import recorded_ari_messages, recorded_rest
 from tests.recordings import FIXTURES, recorded_frames

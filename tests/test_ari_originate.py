@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from ari_app.ari import AriClient
-from ari_app.ari_originate import AriOriginateBackend
-from ari_app.http.settings import OriginateSettings
-from ari_app.originate import OriginateService, OriginateState, PbxUnavailable
-from ari_app.pbx_settings import AriSettings
-from ari_app.stasis import StasisApp
+from ari_app.originate.ari_backend import AriOriginateBackend
+from ari_app.originate.service import OriginateService, OriginateState, PbxUnavailable
+from ari_app.originate.settings import OriginateSettings
+from ari_app.pbx.ari.client import AriClient
+from ari_app.pbx.ari.stasis import StasisApp
+from ari_app.pbx.settings import AriSettings
 from tests.fakes.ari_server import FakeAri, recorded_ari_messages
 
 TIMEOUT = 5.0

@@ -19,9 +19,9 @@ from pydantic import SecretStr
 
 from agi.context import ScriptContext, SurveyResult, build_script_context
 from agi.settings import AgiSettings
-from ari_app.ari import AriClient
-from ari_app.pbx_settings import AriSettings
-from ari_app.stasis import StasisApp
+from ari_app.pbx.ari.client import AriClient
+from ari_app.pbx.ari.stasis import StasisApp
+from ari_app.pbx.settings import AriSettings
 from tests.fakes.ari_server import FakeAri, Request, recorded_ari_messages
 
 TIMEOUT = 5.0

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ari_app.cli import main
-from ari_app.settings import ConfigError, check_settings, load_settings
+from ari_app.app.cli import main
+from ari_app.app.settings import ConfigError, check_settings, load_settings
 from crm.model import EventKind
 
 ROOT = Path(__file__).parents[1]
@@ -109,7 +109,7 @@ def _environment_without_example_secrets() -> dict[str, str]:
 
 def test_the_example_passes_check_config_exactly_as_shipped() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "ari_app.cli", "check-config", "--config", str(EXAMPLE)],
+        [sys.executable, "-m", "ari_app.app.cli", "check-config", "--config", str(EXAMPLE)],
         capture_output=True, text=True, timeout=60, cwd=ROOT,
         env=_environment_without_example_secrets(),
     )

@@ -29,7 +29,7 @@ class RefusingCrm(FakeCrm):
 
 async def pbxcrm(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ari_app.cli", *args,
+        sys.executable, "-m", "ari_app.app.cli", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ari_app.cli import main
-from ari_app.settings import ConfigError, load_settings
+from ari_app.app.cli import main
+from ari_app.app.settings import ConfigError, load_settings
 
 EXAMPLE = Path(__file__).parents[1] / "config" / "pbxcrm.example.toml"
 

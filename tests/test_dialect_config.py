@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from crm.adapters.base import build_adapter, parse_adapter_config
+from crm.dialects.registry import build_adapter, parse_adapter_config
 from crm.lookup import build_lookup_chain
 from tests.fakes import crm_scenarios as scenarios
 from tests.fakes.crm_harness import client_session

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crm.adapters.base import DeliveryError
+from crm.dialects.base import DeliveryError
 from tests.fakes import crm_scenarios as scenarios
 from tests.fakes.crm_creatio import LOGIN, FakeCreatio
 from tests.fakes.crm_harness import adapter_from_toml, client_session, deliver_wanted, key
@@ -150,7 +150,7 @@ async def test_an_html_error_page_is_a_retryable_error_and_the_token_stays_hidde
 
 
 def test_login_mode_without_a_password_is_a_config_error():
-    from crm.adapters.base import parse_adapter_config
+    from crm.dialects.registry import parse_adapter_config
 
     with pytest.raises(ValueError, match="username and password"):
         parse_adapter_config({"type": "creatio", "base_url": "x", "token": "tttt"})

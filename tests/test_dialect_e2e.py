@@ -1,7 +1,7 @@
 """End to end: recorded AMI traffic over TCP -> pbxcrm -> two CRM dialects at once.
 
 The fake PBX replays the capture over a real socket; pbxcrm runs as `pbxcrm run` would
-(ari_app.service.Service) with a Salesforce and a Creatio block in its config; both CRMs
+(ari_app.app.service.Service) with a Salesforce and a Creatio block in its config; both CRMs
 are fakes enforcing their vendor documents. The exact requests each received are asserted.
 """
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ari_app.fake_pbx import FakePbx
-from ari_app.service import Service
-from ari_app.settings import Settings
+from ari_app.app.fake_pbx import FakePbx
+from ari_app.app.service import Service
+from ari_app.app.settings import Settings
 from tests.fakes.crm_creatio import LOGIN, FakeCreatio
 from tests.fakes.crm_fixdigital import FakeFixDigital
 from tests.fakes.crm_salesforce import DROPPED, EVENT, TOKEN, WRAPUP, FakeSalesforce

@@ -1,4 +1,4 @@
-"""crm.http_client: Retry-After, redaction, and the static auth schemes on the wire."""
+"""crm.transport.http_client: Retry-After, redaction, and the static auth schemes on the wire."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ from datetime import UTC, datetime
 import pytest
 from aiohttp import web
 
-from crm.http_client import AuthConfig, build_auth, parse_retry_after, safe_url, send_with_auth
 from crm.secrets import _resolve
+from crm.transport.http_client import (
+    AuthConfig,
+    build_auth,
+    parse_retry_after,
+    safe_url,
+    send_with_auth,
+)
 from tests.fakes.crm_harness import client_session
 from tests.fakes.crm_server import FakeCrm
 

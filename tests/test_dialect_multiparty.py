@@ -123,9 +123,9 @@ async def test_creatio_history_of_a_call_no_agent_touched_needs_a_fallback_user(
 
 
 async def test_creatio_click_to_call_ringing_names_the_client_pbxcrm_dialled() -> None:
-    from ari_app.ami_events import PbxClock, frame_to_event
-    from ari_app.call_rules import CallRules
-    from ari_app.tracker import CallTracker
+    from ari_app.calls.rules import CallRules
+    from ari_app.calls.tracker import CallTracker
+    from ari_app.pbx.ami.events import PbxClock, frame_to_event
     from tests.recordings import recorded_frames
 
     tracker = CallTracker(CallRules(), pbx_id="lab")

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from crm.adapters.base import DeliveryError
+from crm.dialects.base import DeliveryError
 from tests.fakes import crm_scenarios as scenarios
 from tests.fakes.crm_harness import adapter_from_toml, client_session, deliver_wanted, key
 from tests.fakes.crm_salesforce import DROPPED, EVENT, SURVEY, TOKEN, WRAPUP, FakeSalesforce
@@ -233,7 +233,7 @@ async def test_timestamp_format_and_zone_are_configurable(org, http):
 
 
 def test_a_bad_timestamp_format_is_a_config_error():
-    from crm.adapters.base import parse_adapter_config
+    from crm.dialects.registry import parse_adapter_config
 
     with pytest.raises(ValueError, match="strftime"):
         parse_adapter_config({"type": "salesforce", "base_url": "x", "timestamp_format": "ymd"})

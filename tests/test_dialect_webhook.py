@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from crm.adapters.base import DeliveryError
+from crm.dialects.base import DeliveryError
 from tests.fakes import crm_scenarios as scenarios
 from tests.fakes.crm_harness import adapter_from_toml, client_session, deliver_wanted
 from tests.fakes.crm_server import FakeCrm, require

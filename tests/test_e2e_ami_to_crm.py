@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from ari_app.fake_pbx import FakePbx
-from ari_app.service import Service
-from ari_app.settings import Settings
+from ari_app.app.fake_pbx import FakePbx
+from ari_app.app.service import Service
+from ari_app.app.settings import Settings
 from tests.fakes.crm_server import FakeCrm
 from tests.recordings import RECONNECT_MARKER, ami_path, frames_of
 
@@ -196,7 +196,7 @@ async def test_a_click_to_call_left_ringing_by_a_killed_run_gets_its_ending_at_s
     """pbxcrm killed while an agent's phone rang for a click-to-call: its watchdog died with it.
     The next start fails that request (its last change is older than ring + grace), so a CRM
     polling GET /api/v1/originate/{id} sees an end; a request that just started is left alone."""
-    from crm.store import Store
+    from crm.store.sqlite import Store
 
     settings = make_settings(tmp_path, 9, "http://127.0.0.1:9")
     hour_ago = await Store.open(settings.store, now=lambda: time.time() - 3600)

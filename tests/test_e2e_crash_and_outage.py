@@ -18,10 +18,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ari_app.demo import demo_recording
-from ari_app.fake_pbx import FakePbx
-from ari_app.service import Service
-from ari_app.settings import Settings
+from ari_app.app.demo import demo_recording
+from ari_app.app.fake_pbx import FakePbx
+from ari_app.app.service import Service
+from ari_app.app.settings import Settings
 from tests.fakes.crm_server import FakeCrm
 from tests.recordings import tracker_steps
 
@@ -112,7 +112,7 @@ async def test_pbxcrm_killed_mid_delivery_delivers_everything_after_restart(
     await pbx.start()
     config = tmp_path / "pbxcrm.toml"
     config.write_text(config_text(tmp_path, pbx.port, crm.url))
-    command = [sys.executable, "-m", "ari_app.cli", "run", "--config", str(config)]
+    command = [sys.executable, "-m", "ari_app.app.cli", "run", "--config", str(config)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = (tmp_path / "run.log").open("wb")
     first = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log, env=env)
@@ -216,7 +216,7 @@ async def test_pbxcrm_killed_mid_call_closes_the_call_after_restart(
     await pbx.start()
     config = tmp_path / "pbxcrm.toml"
     config.write_text(config_text(tmp_path, pbx.port, crm.url))
-    command = [sys.executable, "-m", "ari_app.cli", "run", "--config", str(config)]
+    command = [sys.executable, "-m", "ari_app.app.cli", "run", "--config", str(config)]
     log = (tmp_path / "run.log").open("wb")
     first = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
     try:

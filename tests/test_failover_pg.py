@@ -18,8 +18,8 @@ from pathlib import Path
 import asyncpg
 from aiohttp import web
 
-from ari_app.demo import demo_recording
-from ari_app.fake_pbx import FakePbx
+from ari_app.app.demo import demo_recording
+from ari_app.app.fake_pbx import FakePbx
 from tests.fakes.crm_server import FakeCrm
 from tests.pg_server import pg_server_url, pg_url  # noqa: F401 - fixtures
 from tests.recordings import tracker_steps
@@ -111,7 +111,7 @@ async def test_a_pbxcrm_killed_mid_delivery_has_its_calls_delivered_by_the_other
         for name, pbx in zip(["pbx-a", "pbx-b"], pbxes, strict=True):
             config = tmp_path / f"{name}.toml"
             config.write_text(config_text(tmp_path, name, pbx.port, crm.url, pg_url))
-            command = [sys.executable, "-m", "ari_app.cli", "run", "--config", str(config)]
+            command = [sys.executable, "-m", "ari_app.app.cli", "run", "--config", str(config)]
             processes.append(
                 await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log, env=env)
             )

@@ -9,8 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ari_app.fake_pbx import RECONNECT_MARKER
-from ari_app.frames import MAX_FRAME_BYTES, FrameFilter, FrameReader, HeaderRule, parse_frames
+from ari_app.app.fake_pbx import RECONNECT_MARKER
+from ari_app.pbx.ami.frames import (
+    MAX_FRAME_BYTES,
+    FrameFilter,
+    FrameReader,
+    HeaderRule,
+    parse_frames,
+)
 from tests.test_ami_support import RECORDINGS, recording
 
 BUSY = recording("inbound_busy_agent").read_bytes()

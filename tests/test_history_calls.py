@@ -7,11 +7,11 @@ import io
 
 import pytest
 
-from ari_app.call_rules import CallRules
-from ari_app.http.deps import HttpDeps
-from ari_app.pipeline import Pipeline
-from crm.history import HistoryError, HistoryQuery, query_calls
-from crm.store import Store
+from ari_app.calls.pipeline import Pipeline
+from ari_app.calls.rules import CallRules
+from ari_app.web.deps import HttpDeps
+from crm.store.history import HistoryError, HistoryQuery, query_calls
+from crm.store.sqlite import Store
 from tests.recordings import recorded_frames
 from tests.test_http_support import basic, bearer, make_settings, running
 
@@ -163,7 +163,7 @@ async def test_time_window_limits_the_calls(filled):
      "  =HYPERLINK(\"http://evil.example\")", "\u00a0=1+1", "\uff1d1+1", "\uff0b1", "\uff20x"],
 )
 def test_every_cell_a_spreadsheet_would_evaluate_is_made_plain_text(cell):
-    from ari_app.http.calls import _csv
+    from ari_app.web.calls import _csv
 
     text = _csv([{"number": cell, "extension": "7181"}])
     (row,) = list(csv.DictReader(io.StringIO(text)))

@@ -8,8 +8,8 @@ import re
 import aiohttp
 from aiohttp import web
 
-from ari_app.http.app import build_http_app
-from ari_app.http.deps import HttpDeps
+from ari_app.app.http_server import build_http_app
+from ari_app.web.deps import HttpDeps
 from tests.test_http_support import (
     CRM_TOKEN,
     FIX_PASSWORD,
@@ -223,7 +223,7 @@ async def test_wrong_credentials_from_one_address_are_throttled_even_for_the_rig
 
 
 def test_the_failure_table_forgets_old_addresses_and_old_failures():
-    from ari_app.http.auth_throttle import FailedAuthThrottle
+    from ari_app.web.auth_throttle import FailedAuthThrottle
 
     now = [0.0]
     throttle = FailedAuthThrottle(2, 60.0, clock=lambda: now[0], max_addresses=100)

@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from ari_app.http.deps import HttpDeps
-from crm.store import Store
+from ari_app.web.deps import HttpDeps
+from crm.store.sqlite import Store
 from tests.test_http_support import (
     RecordedAmiBackend,
     Server,

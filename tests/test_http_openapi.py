@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from ari_app.http.app import build_http_app
-from ari_app.http.deps import HttpDeps
+from ari_app.app.http_server import build_http_app
+from ari_app.web.deps import HttpDeps
 from tests.test_http_support import bearer, make_settings, running
 
 
@@ -32,7 +32,7 @@ async def test_the_openapi_document_lists_exactly_the_routed_methods_and_paths(t
                 assert operation["security"] == []
             elif path.startswith("/agent"):
                 # The screen pop signs people in per extension (its own session cookie,
-                # ari_app/http/agent_port.py), not CRM clients per route family.
+                # ari_app/agent/port.py), not CRM clients per route family.
                 assert operation["security"] == []
             else:
                 # An empty list would say "no credentials needed": never for a `{token}` route.
@@ -42,7 +42,7 @@ async def test_the_openapi_document_lists_exactly_the_routed_methods_and_paths(t
 
 async def test_the_documented_request_models_name_their_fields(tmp_path):
     document = build_http_app(HttpDeps(settings=make_settings(tmp_path)))
-    from ari_app.http.openapi import document_for
+    from ari_app.web.openapi import document_for
 
     spec = document_for(document)
     body = spec["paths"]["/api/v1/originate"]["post"]["requestBody"]
@@ -56,7 +56,7 @@ async def test_the_documented_request_models_name_their_fields(tmp_path):
 
 async def test_token_in_path_routes_name_the_path_token_as_their_security(tmp_path):
     spec = build_http_app(HttpDeps(settings=make_settings(tmp_path)))
-    from ari_app.http.openapi import document_for
+    from ari_app.web.openapi import document_for
 
     paths = document_for(spec)["paths"]
     assert paths["/webapi/{token}/makecall"]["get"]["security"] == [{"pathToken": []}]
@@ -79,7 +79,7 @@ def _refs(node: object) -> list[str]:
 
 
 async def test_every_reference_in_the_document_resolves_from_its_root(tmp_path):
-    from ari_app.http.openapi import document_for
+    from ari_app.web.openapi import document_for
 
     document = document_for(build_http_app(HttpDeps(settings=make_settings(tmp_path))))
     refs = _refs(document)
@@ -109,7 +109,7 @@ async def test_a_method_a_route_does_not_have_gets_405_with_the_allowed_ones(tmp
 
 
 async def test_every_status_the_agent_routes_answer_when_switched_off_is_documented(tmp_path):
-    from ari_app.http.openapi import document_for
+    from ari_app.web.openapi import document_for
 
     document = document_for(build_http_app(HttpDeps(settings=make_settings(tmp_path))))
     for path, item in document["paths"].items():

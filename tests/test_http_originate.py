@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ari_app.http.deps import HttpDeps
+from ari_app.web.deps import HttpDeps
 from tests.test_http_support import (
     CREATIO_TOKEN,
     CRM_TOKEN,

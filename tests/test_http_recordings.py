@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ari_app.http.deps import HttpDeps
-from ari_app.recording_links import RecordingLinkSigner
+from ari_app.calls.recording_links import RecordingLinkSigner
+from ari_app.web.deps import HttpDeps
 from tests.test_http_support import bearer, make_settings, running
 
 WAV = b"RIFF" + bytes(range(256)) * 4

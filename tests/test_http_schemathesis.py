@@ -18,7 +18,7 @@ from pathlib import Path
 
 import aiohttp
 
-from ari_app.demo import DEMO_TOKEN, CrmSink, demo_recording, demo_settings, run_recording
+from ari_app.app.demo import DEMO_TOKEN, CrmSink, demo_recording, demo_settings, run_recording
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "schemathesis.toml"

@@ -12,11 +12,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from ari_app.http.app import bound_port, start_http
-from ari_app.http.deps import HttpDeps
-from ari_app.http.settings import ROUTE_FAMILIES
-from ari_app.originate import OriginateService
-from ari_app.settings import Settings
+from ari_app.app.http_server import bound_port, start_http
+from ari_app.app.settings import Settings
+from ari_app.originate.service import OriginateService
+from ari_app.web.deps import HttpDeps
+from ari_app.web.settings import ROUTE_FAMILIES
 from tests.recordings import recorded_frames
 
 CRM_TOKEN = "crm-token-0123456789abcdef"

@@ -13,8 +13,8 @@ from urllib.parse import quote
 
 import pytest
 
-from ari_app.http.deps import HttpDeps
-from ari_app.logs import setup_logging
+from ari_app.app.logs import setup_logging
+from ari_app.web.deps import HttpDeps
 from tests.test_http_support import (
     CREATIO_TOKEN,
     FIX_PASSWORD,

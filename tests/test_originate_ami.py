@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
-from ari_app.ami import AmiClient
-from ari_app.fake_pbx import FakePbx
-from ari_app.http.deps import HttpDeps
-from ari_app.originate import AmiOriginateBackend, OriginateState, StoreOriginateLog
-from ari_app.pbx_settings import AmiSettings
-from crm.store import Store
+from ari_app.app.fake_pbx import FakePbx
+from ari_app.originate.service import AmiOriginateBackend, OriginateState, StoreOriginateLog
+from ari_app.pbx.ami.client import AmiClient
+from ari_app.pbx.settings import AmiSettings
+from ari_app.web.deps import HttpDeps
+from crm.store.sqlite import Store
 from tests.recordings import ami_path
 from tests.test_http_support import CREATIO_TOKEN, bearer, make_service, make_settings, running
 

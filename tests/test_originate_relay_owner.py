@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from ari_app.extension_owner import ExtensionOwners, parse_extension_range
-from ari_app.pbx_settings import PbxSettings
+from ari_app.pbx.extension_owner import ExtensionOwners, parse_extension_range
+from ari_app.pbx.settings import PbxSettings
 from crm.model import Call
-from crm.store import Store
-from crm.store_settings import StoreSettings
+from crm.store.settings import StoreSettings
+from crm.store.sqlite import Store
 
 
 async def _store(tmp_path: Path) -> Store:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from ari_app.http.settings import FraudRules, OriginateSettings
-from ari_app.originate import (
+from ari_app.originate.service import (
     OriginateRejected,
     OriginateService,
     OriginateState,
     check_destination,
 )
+from ari_app.originate.settings import FraudRules, OriginateSettings
 from tests.test_http_support import RecordedAmiBackend
 
 
@@ -240,7 +240,7 @@ async def test_the_rate_limit_counts_per_client():
 
 
 def test_check_config_names_the_file_and_section_of_the_old_key(tmp_path):
-    from ari_app.settings import ConfigError, load_settings
+    from ari_app.app.settings import ConfigError, load_settings
 
     config = tmp_path / "pbxcrm.toml"
     config.write_text("[http.originate.fraud]\ndefault_region = \"RU\"\n"
@@ -274,8 +274,8 @@ def test_a_number_in_non_ascii_digits_is_not_a_phone_number(number):
 
 
 def test_extension_ranges_and_3cx_durations_take_ascii_digits_only():
-    from ari_app.extension_owner import parse_extension_range
-    from ari_app.threecx_journal import parse_duration
+    from ari_app.pbx.extension_owner import parse_extension_range
+    from ari_app.threecx.journal import parse_duration
 
     assert parse_extension_range("100-199").matches("101")
     for extension in NON_ASCII_DIGITS:

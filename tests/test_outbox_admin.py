@@ -9,10 +9,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from crm.outbox import Outbox
-from crm.outbox_admin import list_deliveries, purge, retry
-from crm.store import Store
-from crm.store_settings import OutboxSettings, StoreSettings
+from crm.delivery.admin import list_deliveries, purge, retry
+from crm.delivery.outbox import Outbox
+from crm.store.settings import OutboxSettings, StoreSettings
+from crm.store.sqlite import Store
 from tests.test_store_support import (
     FakeClock,
     FakeCrm,

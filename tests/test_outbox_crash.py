@@ -22,9 +22,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from crm.outbox import Outbox
-from crm.store import Store
-from crm.store_settings import OutboxSettings, StoreSettings
+from crm.delivery.outbox import Outbox
+from crm.store.settings import OutboxSettings, StoreSettings
+from crm.store.sqlite import Store
 from tests.test_store_support import FakeCrm, Received, call_with_events, make_adapter
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,11 +15,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from crm.adapters.base import Adapter
+from crm.delivery.outbox import Outbox
+from crm.dialects.base import Adapter
 from crm.metrics import REGISTRY
-from crm.outbox import Outbox
-from crm.store import Store
-from crm.store_settings import OutboxSettings, StoreSettings
+from crm.store.settings import OutboxSettings, StoreSettings
+from crm.store.sqlite import Store
 from tests.test_store_support import (
     FakeClock,
     FakeCrm,

@@ -11,11 +11,11 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
-from ari_app.call_rules import CallRules
-from ari_app.pipeline import Pipeline
+from ari_app.calls.pipeline import Pipeline
+from ari_app.calls.rules import CallRules
 from crm.metrics import ami_events_total
-from crm.store import Store
-from crm.store_settings import StoreSettings
+from crm.store.settings import StoreSettings
+from crm.store.sqlite import Store
 from tests.recordings import recorded_frames
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ari_app.call_rules import CallRules
-from ari_app.pipeline import Pipeline
+from ari_app.calls.pipeline import Pipeline
+from ari_app.calls.rules import CallRules
 from crm.model import EventKind
-from crm.store import Store
-from crm.store_settings import StoreSettings
+from crm.store.settings import StoreSettings
+from crm.store.sqlite import Store
 from tests.recordings import recorded_frames
 
 CALL_ID = "1795417965.0"

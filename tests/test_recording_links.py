@@ -14,15 +14,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from ari_app.ami_events import PbxClock, frame_to_event
-from ari_app.call_rules import CallRules
-from ari_app.fake_pbx import FakePbx
-from ari_app.http.deps import HttpDeps
-from ari_app.recording_links import LINK_KEY_KV, RecordingLinkSigner, load_or_create_key
-from ari_app.service import Service
-from ari_app.settings import Settings
-from ari_app.tracker import CallTracker
-from crm.store import Store
+from ari_app.app.fake_pbx import FakePbx
+from ari_app.app.service import Service
+from ari_app.app.settings import Settings
+from ari_app.calls.recording_links import LINK_KEY_KV, RecordingLinkSigner, load_or_create_key
+from ari_app.calls.rules import CallRules
+from ari_app.calls.tracker import CallTracker
+from ari_app.pbx.ami.events import PbxClock, frame_to_event
+from ari_app.web.deps import HttpDeps
+from crm.store.sqlite import Store
 from tests.recordings import ami_path, recorded_frames
 from tests.test_e2e_ami_to_crm import WebhookCrm, make_settings, wait_for
 from tests.test_http_support import (
@@ -38,7 +38,7 @@ TEMPLATE = "https://pbx.example/{signature}/recording/{file}"
 
 
 def _demo_recording() -> Path:
-    return Path(str(resources.files("ari_app") / "demo_data" / "recordings" / RECORDING))
+    return Path(str(resources.files("ari_app.app") / "demo_data" / "recordings" / RECORDING))
 
 
 def _final_call(rules: CallRules) -> dict:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ari_app.call_state import CallState, build_call
-from ari_app.settings import ConfigError, Settings, load_settings
+from ari_app.app.settings import ConfigError, Settings, load_settings
+from ari_app.calls.state import CallState, build_call
 from crm.model import Direction
 
 EXAMPLE = Path(__file__).parents[1] / "config" / "examples" / "crm-recording-upload.toml"

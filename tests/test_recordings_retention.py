@@ -21,8 +21,8 @@ from crm.model import EventKind
 from crm.recordings.library import RecordingLibrary
 from crm.recordings.retention import list_files, sweep
 from crm.recordings.settings import RecordingsSettings
-from crm.store import Store
-from crm.store_settings import StoreSettings
+from crm.store.settings import StoreSettings
+from crm.store.sqlite import Store
 from tests.test_store_support import make_adapter, make_call, make_event
 
 DAY = 86400.0
@@ -185,7 +185,7 @@ async def test_the_command_line_lists_and_purges(files, store):
 async def pbxcrm(*args: str) -> tuple[int, str, str]:
     """The command as an admin runs it (its own process: it sets up its own logging)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ari_app.cli", *args,
+        sys.executable, "-m", "ari_app.app.cli", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ari_app.http.deps import HttpDeps
+from ari_app.web.deps import HttpDeps
 from crm.model import Call, CallEvent, EventKind
 from crm.recordings.library import RecordingLibrary
 from crm.recordings.settings import RecordingsSettings

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from crm.adapters.base import DeliveryError
+from crm.dialects.base import DeliveryError
 from crm.model import Call, CallEvent, EventKind
 from crm.recordings.library import RecordingLibrary
 from crm.recordings.settings import RecordingsSettings

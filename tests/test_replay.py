@@ -10,10 +10,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from ari_app.fake_pbx import FakePbx
-from ari_app.replay import ReplayOptions, replay
-from ari_app.service import Service
-from ari_app.settings import Settings
+from ari_app.app.fake_pbx import FakePbx
+from ari_app.app.replay import ReplayOptions, replay
+from ari_app.app.service import Service
+from ari_app.app.settings import Settings
 from crm.model import CallEvent, EventKind
 from tests.fakes.crm_fixdigital import FakeFixDigital
 from tests.recordings import FIXTURES, ami_path

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from ari_app.ami_events import PbxClock, frame_to_event
-from ari_app.call_rules import CallRules
-from ari_app.channel_events import SnapshotComplete
-from ari_app.fake_pbx import FakePbx
-from ari_app.tracker import CallTracker
+from ari_app.app.fake_pbx import FakePbx
+from ari_app.calls.rules import CallRules
+from ari_app.calls.tracker import CallTracker
+from ari_app.pbx.ami.events import PbxClock, frame_to_event
+from ari_app.pbx.channel_events import SnapshotComplete
 from crm.model import CallEvent, EventKind, Party
 from tests.recordings import ami_path, recorded_frames
 from tests.test_e2e_crash_and_outage import SlowWebhookCrm, config_text, wait_for
@@ -135,7 +135,7 @@ async def test_pbxcrm_killed_mid_call_and_restarted_after_it_ended_ends_it_at_th
         )
     )
     db = tmp_path / "pbxcrm.sqlite3"
-    command = [sys.executable, "-m", "ari_app.cli", "run", "--config", str(config)]
+    command = [sys.executable, "-m", "ari_app.app.cli", "run", "--config", str(config)]
     log = (tmp_path / "run.log").open("wb")
     first = await asyncio.create_subprocess_exec(*command, stdout=log, stderr=log)
     try:

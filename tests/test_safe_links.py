@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ari_app.http.safe_links import safe_web_link
+from ari_app.web.safe_links import safe_web_link
 
 
 @pytest.mark.parametrize(

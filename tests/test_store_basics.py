@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from crm.model import Direction
-from crm.store import Store
-from crm.store_settings import StoreSettings
+from crm.store.settings import StoreSettings
+from crm.store.sqlite import Store
 from tests.test_store_support import call_with_events, make_adapter, make_call
 
 

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 
-from crm.outbox import Outbox
-from crm.store_factory import open_store
-from crm.store_settings import OutboxSettings, StoreSettings
+from crm.delivery.outbox import Outbox
+from crm.store.factory import open_store
+from crm.store.settings import OutboxSettings, StoreSettings
 from tests.pg_server import pg_server_url, pg_url  # noqa: F401 - fixtures
 from tests.test_store_support import FakeCrm, call_with_events, make_adapter
 

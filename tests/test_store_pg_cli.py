@@ -8,8 +8,8 @@ from typing import Any
 
 import aiohttp
 
-from crm.store_pg import PgStore
-from crm.store_settings import StoreSettings
+from crm.store.postgres import PgStore
+from crm.store.settings import StoreSettings
 from tests.pg_server import pg_server_url, pg_url  # noqa: F401 - fixtures
 from tests.test_cli_commands import pbxcrm
 from tests.test_store_support import call_with_events, make_adapter

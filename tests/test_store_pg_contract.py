@@ -15,12 +15,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from crm.history import HistoryQuery, query_calls
-from crm.migrations import available_migrations
 from crm.model import Direction
 from crm.secrets import known_secrets
-from crm.store_factory import AnyStore, backend_of, open_store
-from crm.store_settings import StoreSettings
+from crm.store.factory import AnyStore, backend_of, open_store
+from crm.store.history import HistoryQuery, query_calls
+from crm.store.migrations import available_migrations
+from crm.store.settings import StoreSettings
 from tests.pg_server import pg_server_url, pg_url  # noqa: F401 - fixtures
 from tests.test_store_support import T0, call_with_events, make_adapter, make_call, make_event
 
@@ -63,7 +63,11 @@ async def rows(store: AnyStore, sql: str, params: tuple[Any, ...] = ()) -> list[
 
 def migration_versions(settings: StoreSettings) -> list[tuple[int]]:
     """The schema_version rows a fully migrated database of this backend holds."""
-    package = "crm.migrations_pg" if backend_of(settings) == "postgresql" else "crm.migrations"
+    package = (
+        "crm.store.migrations_pg"
+        if backend_of(settings) == "postgresql"
+        else "crm.store.migrations"
+    )
     return [(m.version,) for m in available_migrations(package)]
 
 
@@ -282,7 +286,7 @@ async def test_close_commits_writes_still_queued(
 async def test_writes_after_close_raise_a_clear_error(
     settings_for: Callable[..., StoreSettings],
 ) -> None:
-    from crm.store import StoreClosedError
+    from crm.store.sqlite import StoreClosedError
 
     store = await open_store(settings_for())
     await store.close()
@@ -408,8 +412,8 @@ async def test_steps_added_at_once_to_an_ended_call_each_get_their_own_seq(
 ) -> None:
     """A survey and agents' notes for a call that already ended are numbered from the store;
     several at once must not share a seq (the store keeps only one step per seq)."""
-    from ari_app.call_rules import CallRules
-    from ari_app.pipeline import Pipeline
+    from ari_app.calls.pipeline import Pipeline
+    from ari_app.calls.rules import CallRules
     from crm.model import EventKind
 
     call, events = call_with_events("ended-1", 3, ended=True)

@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from crm.outbox import Outbox
-from crm.store_pg import PgStore
-from crm.store_settings import OutboxSettings, StoreSettings
+from crm.delivery.outbox import Outbox
+from crm.store.postgres import PgStore
+from crm.store.settings import OutboxSettings, StoreSettings
 from tests.pg_server import pg_server_url, pg_url  # noqa: F401 - fixtures
 from tests.test_store_support import (
     FakeClock,
@@ -227,7 +227,7 @@ async def test_a_delivery_slower_than_the_lease_keeps_its_lease_and_goes_out_onc
 async def test_outbox_admin_lists_retries_and_purges_on_postgresql(
     open_pg: Callable[..., Any], http: aiohttp.ClientSession
 ) -> None:
-    from crm import outbox_admin
+    from crm.delivery import admin as outbox_admin
 
     clock = FakeClock()
     store = await open_pg(now=clock)

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from crm.adapters.base import Adapter, AdapterConfig, DeliveryError, DeliveryOutcome
+from crm.dialects.base import Adapter, AdapterConfig, DeliveryError, DeliveryOutcome
 from crm.model import Call, CallEvent, Direction, EventKind
 
 T0 = datetime(2026, 11, 12, 9, 30, tzinfo=UTC)

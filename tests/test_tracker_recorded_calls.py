@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ari_app.ami_events import PbxClock, frame_to_event
-from ari_app.call_rules import CallRules
-from ari_app.channel_events import ChannelSnapshot, PbxDisconnected, SnapshotComplete
-from ari_app.tracker import CallTracker
+from ari_app.calls.rules import CallRules
+from ari_app.calls.tracker import CallTracker
+from ari_app.pbx.ami.events import PbxClock, frame_to_event
+from ari_app.pbx.channel_events import ChannelSnapshot, PbxDisconnected, SnapshotComplete
 from crm.model import CallEvent, Direction, Disposition, EventKind, Party
 from tests.recordings import recorded_frames
 

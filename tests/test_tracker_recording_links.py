@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from ari_app.ami_events import PbxClock, frame_to_event
-from ari_app.ari_events import AriEventMapper
-from ari_app.ari_models import parse_event
-from ari_app.call_rules import CallRules
-from ari_app.tracker import CallTracker
+from ari_app.calls.rules import CallRules
+from ari_app.calls.tracker import CallTracker
+from ari_app.pbx.ami.events import PbxClock, frame_to_event
+from ari_app.pbx.ari.events import AriEventMapper
+from ari_app.pbx.ari.models import parse_event
 from crm.model import Call, CallEvent, EventKind
 from tests.fakes.ari_server import recorded_ari_messages
 from tests.recordings import recorded_frames

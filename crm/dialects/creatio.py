@@ -25,12 +25,12 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from crm.adapters.base import DeliveryOutcome, register_dialect
+from crm.dialects.base import DeliveryOutcome, register_dialect
 from crm.dialects.http_dialect import HttpAdapter, HttpDialectConfig
-from crm.http_client import AuthConfig, trim
 from crm.model import CallEvent, Direction, EventKind
 from crm.numbers import NumberStyle, digits_only, format_number
 from crm.secrets import Secret
+from crm.transport.http_client import AuthConfig, trim
 
 EVENT_NAMES = {
     EventKind.RINGING: "ringing",

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from crm.adapters.base import DeliveryError, DeliveryOutcome, register_dialect
+from crm.dialects.base import DeliveryError, DeliveryOutcome, register_dialect
 from crm.dialects.http_dialect import HttpAdapter, HttpDialectConfig, refuse
-from crm.http_client import trim
 from crm.model import CallEvent, EventKind
 from crm.numbers import NumberStyle, format_number
 from crm.secrets import Secret
+from crm.transport.http_client import trim
 
 STATUSES = ("No Answer", "Schedule Later", "Do not Disturb", "Completed")
 # Spellings seen in the spec's own example and from real screen pops.

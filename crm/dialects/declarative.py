@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from crm.adapters.base import DeliveryOutcome, register_dialect
+from crm.dialects.base import DeliveryOutcome, register_dialect
 from crm.dialects.call_fields import (
     check_template,
     check_timezone,
@@ -42,8 +42,8 @@ from crm.dialects.upload import (
     read_recording,
     safe_filename,
 )
-from crm.http_client import trim
 from crm.model import CallEvent, Direction, EventKind
+from crm.transport.http_client import trim
 
 _MISSING = object()
 

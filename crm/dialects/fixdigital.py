@@ -16,11 +16,11 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from crm.adapters.base import DeliveryOutcome, register_dialect
+from crm.dialects.base import DeliveryOutcome, register_dialect
 from crm.dialects.http_dialect import HttpAdapter, HttpDialectConfig, refuse
-from crm.http_client import trim
 from crm.model import CallEvent, Direction, EventKind
 from crm.numbers import NumberStyle, format_number
+from crm.transport.http_client import trim
 
 OPERATIONS = {EventKind.RINGING: "incomingCall", EventKind.ANSWERED: "incomingCallAnswered"}
 

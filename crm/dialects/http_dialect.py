@@ -8,8 +8,8 @@ from typing import Any
 import aiohttp
 from pydantic import Field
 
-from crm.adapters.base import Adapter, AdapterConfig, DeliveryError
-from crm.http_client import (
+from crm.dialects.base import Adapter, AdapterConfig, DeliveryError
+from crm.transport.http_client import (
     AuthConfig,
     HttpReply,
     build_auth,

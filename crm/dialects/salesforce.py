@@ -19,12 +19,12 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from crm.adapters.base import DeliveryOutcome, register_dialect
+from crm.dialects.base import DeliveryOutcome, register_dialect
 from crm.dialects.call_fields import check_time_format, check_timezone, format_time
 from crm.dialects.http_dialect import HttpAdapter, HttpDialectConfig, refuse
-from crm.http_client import AuthConfig, trim
 from crm.model import Call, CallEvent, Direction, EventKind, Party
 from crm.numbers import NumberStyle, format_number
+from crm.transport.http_client import AuthConfig, trim
 
 
 class SalesforceConfig(HttpDialectConfig):

@@ -23,7 +23,7 @@ from typing import Literal, Protocol
 import aiohttp
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from crm.adapters.base import DeliveryError
+from crm.dialects.base import DeliveryError
 from crm.dialects.call_fields import check_template
 from crm.model import Call
 from crm.recordings.errors import RecordingError, RecordingNotReady

@@ -11,11 +11,11 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from crm.adapters.base import DeliveryOutcome, register_dialect
+from crm.dialects.base import DeliveryOutcome, register_dialect
 from crm.dialects.http_dialect import HttpAdapter, HttpDialectConfig
-from crm.http_client import AuthConfig, trim
 from crm.model import CallEvent, EventKind
 from crm.secrets import Secret
+from crm.transport.http_client import AuthConfig, trim
 
 
 class WebhookConfig(HttpDialectConfig):

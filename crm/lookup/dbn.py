@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from crm.http_client import parse_json, safe_url, send
 from crm.lookup.base import (
     LookupConfig,
     LookupRequest,
@@ -14,6 +13,7 @@ from crm.lookup.base import (
     register_lookup,
 )
 from crm.secrets import Secret
+from crm.transport.http_client import parse_json, safe_url, send
 
 
 class DbnLookupConfig(LookupConfig):

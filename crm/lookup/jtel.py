@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from crm.http_client import AuthConfig, build_auth, parse_json, safe_url, send_with_auth
 from crm.lookup.base import (
     LookupConfig,
     LookupRequest,
@@ -21,6 +20,7 @@ from crm.lookup.base import (
     LookupStatus,
     register_lookup,
 )
+from crm.transport.http_client import AuthConfig, build_auth, parse_json, safe_url, send_with_auth
 
 
 class JtelLookupConfig(LookupConfig):

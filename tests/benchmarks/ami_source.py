@@ -1,7 +1,7 @@
 """The load side of the AMI benchmarks: an AMI server on 127.0.0.1 that streams a built stream.
 
 The banner and the Login response are the recorded ones; replies the recordings do not hold are
-built the way `ari_app.fake_pbx` builds them from Asterisk 22's manager.c (Ping, an empty
+built the way `ari_app.app.fake_pbx` builds them from Asterisk 22's manager.c (Ping, an empty
 CoreShowChannels list, Logoff), and an Originate is answered as recorded in
 `click_to_call_originate.ami` (`Response: Success`, `Message: Originate successfully queued`).
 

@@ -29,7 +29,7 @@ TOKEN = "bench-token-0123456789abcdef"
 
 @role("c2c_pbxcrm")
 async def c2c_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
-    from ari_app.service import Service
+    from ari_app.app.service import Service
 
     deployed_logging()
     settings = bench_settings(

@@ -34,7 +34,7 @@ GOAL_VS_PANORAMISK = 1.5
 
 
 def bench_settings(tmp: Path, pbx_port: int, crm_url: str, **extra: Any) -> Any:
-    from ari_app.settings import Settings
+    from ari_app.app.settings import Settings
 
     raw: dict[str, Any] = {
         "pbx": {
@@ -79,7 +79,7 @@ def store_counts(path: Path) -> dict[str, Any]:
 
 @role("ingest_pbxcrm")
 async def ingest_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
-    from ari_app.service import Service
+    from ari_app.app.service import Service
 
     tmp = Path(args["tmp"])
     settings = bench_settings(tmp, args["port"], "http://127.0.0.1:9/never-sent")

@@ -81,7 +81,7 @@ async def latency_load(link: Link, args: dict[str, Any]) -> dict[str, Any]:
 
 @role("latency_pbxcrm")
 async def latency_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
-    from ari_app.service import Service
+    from ari_app.app.service import Service
 
     deployed_logging()
     service = Service(bench_settings(Path(args["tmp"]), args["port"], args["crm_url"]))

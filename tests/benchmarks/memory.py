@@ -37,7 +37,7 @@ def rss_mb() -> tuple[float, float]:
 
 @role("memory_pbxcrm")
 async def memory_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
-    from ari_app.service import Service
+    from ari_app.app.service import Service
 
     tmp = Path(args["tmp"])
     settings = bench_settings(tmp, args["port"], "http://127.0.0.1:9/never-sent")
@@ -58,7 +58,7 @@ async def memory_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
 @role("memory_idle")
 async def memory_idle(link: Link, args: dict[str, Any]) -> dict[str, Any]:
     """The same service connected to a PBX with no calls: the fixed part of the figure."""
-    from ari_app.service import Service
+    from ari_app.app.service import Service
 
     settings = bench_settings(Path(args["tmp"]), args["port"], "http://127.0.0.1:9/never-sent")
     service = Service(settings, send=False)

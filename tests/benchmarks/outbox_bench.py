@@ -66,10 +66,10 @@ def _calls(n: int, pbx_id: str) -> list[tuple[Any, list[Any]]]:
 async def outbox_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
     import aiohttp
 
-    from ari_app.service import Service
+    from ari_app.app.service import Service
     from crm import metrics
-    from crm.adapters.base import build_adapter
-    from crm.store import Store
+    from crm.dialects.registry import build_adapter
+    from crm.store.sqlite import Store
     from tests.benchmarks.ami_source import AmiLoadServer
     from tests.benchmarks.ingest import bench_settings
     from tests.benchmarks.streams import build_stream

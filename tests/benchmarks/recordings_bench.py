@@ -87,7 +87,7 @@ def conversion_cost(tmp: Path, minutes: float) -> tuple[list[Figure], list[Check
 
 def burst_stream(calls: int) -> bytes:
     """The recorded call `calls` times (own ids), each naming its own MixMonitor file."""
-    from ari_app.fake_pbx import replicate
+    from ari_app.app.fake_pbx import replicate
 
     stream = replicate(CALL, calls)
     per_call = CALL.read_bytes().count(RECORDED_NAME)
@@ -135,7 +135,7 @@ class Sink:
 
 
 def bench_settings(tmp: Path, pbx_port: int, crm_url: str, fmt: str) -> Any:
-    from ari_app.settings import Settings
+    from ari_app.app.settings import Settings
 
     crm: list[dict[str, Any]] = [
         {
@@ -188,8 +188,8 @@ def bench_settings(tmp: Path, pbx_port: int, crm_url: str, fmt: str) -> Any:
 
 
 async def burst(tmp: Path, fmt: str, calls: int, minutes: float) -> dict[str, Any]:
-    from ari_app.fake_pbx import FakePbx
-    from ari_app.service import Service
+    from ari_app.app.fake_pbx import FakePbx
+    from ari_app.app.service import Service
 
     monitor = tmp / "monitor"
     monitor.mkdir(parents=True)

@@ -70,7 +70,7 @@ class Link:
 def deployed_logging() -> None:
     """Log as `pbxcrm run` does by default (INFO, one line per call step or delivery), to
     this worker's stderr file: the figures include what logging costs."""
-    from ari_app.logs import setup_logging
+    from ari_app.app.logs import setup_logging
 
     setup_logging("INFO")
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ari_app.fake_pbx import FakePbx
-from ari_app.service import Service
-from ari_app.settings import Settings
+from ari_app.app.fake_pbx import FakePbx
+from ari_app.app.service import Service
+from ari_app.app.settings import Settings
 from crm.model import Call, CallEvent, Direction, Disposition, EventKind
 from tests.fakes.crm_dbn import FakeDbn
 from tests.fakes.crm_server import FakeCrm

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ari_app.http.agent_sessions import COOKIE
+from ari_app.agent.sessions import COOKIE
 from crm.model import EventKind
 from tests.browser.screen_pop_lab import (
     CALL_ID,

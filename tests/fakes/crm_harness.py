@@ -7,7 +7,8 @@ from collections.abc import Iterable
 
 import aiohttp
 
-from crm.adapters.base import Adapter, DeliveryOutcome, build_adapter, parse_adapter_config
+from crm.dialects.base import Adapter, DeliveryOutcome
+from crm.dialects.registry import build_adapter, parse_adapter_config
 from crm.model import CallEvent
 
 

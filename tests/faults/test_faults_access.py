@@ -9,8 +9,8 @@ import hmac
 
 import pytest
 
-from ari_app.http import auth
-from ari_app.http.auth import Presented, match_client
+from ari_app.web import auth
+from ari_app.web.auth import Presented, match_client
 from tests.test_http_support import CRM_TOKEN, FIX_PASSWORD, FIX_USER, make_settings
 
 

@@ -33,13 +33,13 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ari_app.ami_events import PbxClock, frame_to_event, tracked_frame_filter
-from ari_app.call_rules import CallRules
-from ari_app.demo import demo_recording
-from ari_app.fake_pbx import FakePbx
-from ari_app.frames import FrameReader
-from ari_app.settings import Settings
-from ari_app.tracker import CallTracker
+from ari_app.app.demo import demo_recording
+from ari_app.app.fake_pbx import FakePbx
+from ari_app.app.settings import Settings
+from ari_app.calls.rules import CallRules
+from ari_app.calls.tracker import CallTracker
+from ari_app.pbx.ami.events import PbxClock, frame_to_event, tracked_frame_filter
+from ari_app.pbx.ami.frames import FrameReader
 from crm.model import CallEvent
 from tests.faults.support import (
     AMI_PASSWORD,
@@ -194,7 +194,7 @@ async def crash_run(seed: int, tmp: Path, suite_logs, *, kill: bool = True) -> R
     config.write_text(config_text(tmp, pbx.port, crm.url))
     # Validated here too, so the suite-wide log check knows these secrets.
     Settings.model_validate(tomllib.loads(config.read_text()))
-    command = [sys.executable, "-m", "ari_app.cli", "run", "--config", str(config)]
+    command = [sys.executable, "-m", "ari_app.app.cli", "run", "--config", str(config)]
     # faulthandler: a run that never settles is SIGABRTed and its stacks land in run.log.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
     log_path = tmp / "run.log"

@@ -18,10 +18,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from crm.adapters.base import Adapter, build_adapter, parse_adapter_config
-from crm.outbox import Outbox
-from crm.store import Store
-from crm.store_settings import OutboxSettings, StoreSettings
+from crm.delivery.outbox import Outbox
+from crm.dialects.base import Adapter
+from crm.dialects.registry import build_adapter, parse_adapter_config
+from crm.store.settings import OutboxSettings, StoreSettings
+from crm.store.sqlite import Store
 from tests.fakes.crm_server import HTML_ERROR_PAGE
 from tests.test_store_support import call_with_events
 

@@ -30,10 +30,10 @@ from agi.fastagi import start_fastagi
 from agi.protocol import AgiError, EnvParser, parse_reply
 from agi.scripts import SCRIPTS, Script
 from agi.settings import AgiSettings
-from ari_app.ami_events import PbxClock, frame_to_event, tracked_frame_filter
-from ari_app.call_rules import CallRules
-from ari_app.frames import MAX_FRAME_BYTES, FrameFilter, FrameReader
-from ari_app.tracker import CallTracker
+from ari_app.calls.rules import CallRules
+from ari_app.calls.tracker import CallTracker
+from ari_app.pbx.ami.events import PbxClock, frame_to_event, tracked_frame_filter
+from ari_app.pbx.ami.frames import MAX_FRAME_BYTES, FrameFilter, FrameReader
 from crm.numbers import NUMBER_STYLES, digits_only, format_number, normalize, number_variants
 from tests.fakes.agi_asterisk import asterisk_parse_args, load_recording
 from tests.faults.support import FUZZ_FULL, rss_bytes, sized
@@ -144,7 +144,7 @@ def test_a_hostile_ami_stream_never_crashes_the_reader_or_the_tracker_and_memory
     warm_rss: int | None = None
     started = time.perf_counter()
     # The reader logs malformed frames sparingly; this run makes millions of them on purpose.
-    frames_log = logging.getLogger("ari_app.frames")
+    frames_log = logging.getLogger("ari_app.pbx.ami.frames")
     level = frames_log.level
     frames_log.setLevel(logging.ERROR)
     try:

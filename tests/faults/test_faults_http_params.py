@@ -32,15 +32,15 @@ from aiohttp.http_exceptions import HttpProcessingError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ari_app.agent_board import AgentBoard
-from ari_app.call_rules import CallRules
-from ari_app.http import app as http_app
-from ari_app.http.agent_sessions import COOKIE
-from ari_app.http.app import ALL_ROUTES, bound_port, start_http
-from ari_app.http.deps import HttpDeps
-from ari_app.http.routing import RouteSpec
-from ari_app.pipeline import Pipeline
-from crm.store import Store
+from ari_app.agent.board import AgentBoard
+from ari_app.agent.sessions import COOKIE
+from ari_app.app import http_server as http_app
+from ari_app.app.http_server import ALL_ROUTES, bound_port, start_http
+from ari_app.calls.pipeline import Pipeline
+from ari_app.calls.rules import CallRules
+from ari_app.web.deps import HttpDeps
+from ari_app.web.routing import RouteSpec
+from crm.store.sqlite import Store
 from tests.recordings import recorded_frames
 from tests.test_http_support import (
     CREATIO_TOKEN,

@@ -22,13 +22,13 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ari_app.ami_events import PbxClock, frame_to_event
-from ari_app.call_rules import CallRules
-from ari_app.channel_events import PbxDisconnected
-from ari_app.fake_pbx import RECONNECT_MARKER, FakePbx, split_connections
-from ari_app.service import Service
-from ari_app.settings import Settings
-from ari_app.tracker import CallTracker
+from ari_app.app.fake_pbx import RECONNECT_MARKER, FakePbx, split_connections
+from ari_app.app.service import Service
+from ari_app.app.settings import Settings
+from ari_app.calls.rules import CallRules
+from ari_app.calls.tracker import CallTracker
+from ari_app.pbx.ami.events import PbxClock, frame_to_event
+from ari_app.pbx.channel_events import PbxDisconnected
 from crm.model import CallEvent, EventKind
 from tests.fakes.crm_server import FakeCrm
 from tests.faults.support import query, wait_for

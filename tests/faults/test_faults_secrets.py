@@ -14,7 +14,7 @@ import logging
 
 from pydantic import TypeAdapter
 
-from ari_app.logs import JsonFormatter
+from ari_app.app.logs import JsonFormatter
 from crm.secrets import RedactSecretsFilter, Secret
 
 TOKEN = "faults-token-in-a-traceback-0123"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import aiohttp
 
-from ari_app.fake_pbx import FakePbx
-from ari_app.settings import Settings
+from ari_app.app.fake_pbx import FakePbx
+from ari_app.app.settings import Settings
 from tests.faults.support import AMI_PASSWORD, rss_bytes, wait_for
 from tests.recordings import ami_path
 
@@ -85,7 +85,7 @@ async def pbxcrm(tmp: Path, *, nofile: int | None = None, **http: object) -> Asy
 
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ari_app.cli", "run", "--config", str(config),
+            sys.executable, "-m", "ari_app.app.cli", "run", "--config", str(config),
             stdout=out, stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             preexec_fn=limit_files,
         )
@@ -216,7 +216,7 @@ async def test_out_of_file_descriptors_is_logged_a_few_times_not_thousands_and_r
 
 def test_the_systemd_unit_leaves_descriptors_for_every_connection_pbxcrm_allows() -> None:
     from agi.settings import AgiSettings
-    from ari_app.http.settings import HttpSettings
+    from ari_app.web.settings import HttpSettings
 
     unit = (Path(__file__).parents[2] / "config" / "systemd" / "pbxcrm.service").read_text()
     found = re.search(r"^LimitNOFILE=(\d+)$", unit, re.MULTILINE)

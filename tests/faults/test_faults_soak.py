@@ -36,8 +36,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from ari_app.fake_pbx import replicate
-from ari_app.settings import Settings
+from ari_app.app.fake_pbx import replicate
+from ari_app.app.settings import Settings
 from tests.fakes.agi_asterisk import fastagi_session, load_recording
 from tests.fakes.crm_server import FakeCrm
 from tests.faults.support import SOAK, rss_bytes, wait_for
@@ -264,7 +264,7 @@ async def test_hundreds_of_concurrent_calls_through_ami_fastagi_and_http_for_min
     agi_recordings = [load_recording("caller_check"), load_recording("survey")]
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ari_app.cli", "run", "--config", str(config),
+            sys.executable, "-m", "ari_app.app.cli", "run", "--config", str(config),
             stdout=log, stderr=log, env=env,
         )  # fmt: skip
     try:

@@ -1,0 +1,1 @@
+"""The agent screen pop: live board, sign-in, cards, its routes and page."""

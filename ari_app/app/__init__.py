@@ -1,0 +1,1 @@
+"""The process: CLI, service wiring, config, logs, demo and replay."""

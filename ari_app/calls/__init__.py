@@ -1,0 +1,1 @@
+"""Channel events -> calls: the pure tracker, call state and rules, the pipeline."""

@@ -1,0 +1,1 @@
+"""Click-to-call: checks, the Originate over AMI or ARI, relays between PBXs."""

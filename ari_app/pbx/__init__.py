@@ -1,0 +1,1 @@
+"""The PBX sources: AMI and ARI clients and what their events mean as channel events."""

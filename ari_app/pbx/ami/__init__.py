@@ -1,0 +1,1 @@
+"""Asterisk Manager Interface: connection, wire protocol, frames, frame -> event."""

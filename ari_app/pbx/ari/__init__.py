@@ -1,0 +1,1 @@
+"""Asterisk REST Interface: client, typed events, Stasis answering the dialplan."""

@@ -1,0 +1,1 @@
+"""The outbox: stored events handed to each CRM dialect, in order, until taken."""

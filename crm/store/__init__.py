@@ -1,0 +1,1 @@
+"""Where calls and outbox rows live: SQLite and PostgreSQL backends, migrations."""

@@ -1,0 +1,189 @@
+"""The durable store: one SQLite file in WAL mode, one writer task with group commit, one reader.
+
+Every write goes through a single writer task. Callers queue a write and wait; the writer
+gathers whatever is queued within `commit_window_ms` (up to `max_batch` rows) into ONE
+transaction and only then wakes the callers, so an acknowledged write is a committed write.
+One transaction for thousands of rows is what makes ingest fast: SQLite pays per commit, not
+per row (`python -m tests.benchmarks` measures AMI ingest end to end, docs/benchmarks.md).
+
+Durability: `synchronous=NORMAL` in WAL mode. A commit is appended to the WAL file with write(),
+without fsync; a crash or kill -9 of this process leaves it in the OS page cache and SQLite
+replays it on the next open, so nothing acknowledged is lost. Only a power loss or kernel crash
+can lose the last commits; `synchronous = "FULL"` in `[store]` covers that too, at a cost.
+
+Reads use a second connection (WAL readers never block the writer and vice versa) and see
+everything acknowledged so far.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from crm.store.migrations import migrate
+from crm.store.portable import UPSERT_CALL_SQL, PortableStore, claim_queued_sql
+
+# Defined with the code both backends share; callers have always imported them from here.
+from crm.store.rows import Contact as Contact
+from crm.store.rows import Note as Note
+from crm.store.rows import OriginateRecord as OriginateRecord
+from crm.store.rows import digits_only as digits_only
+from crm.store.rows import iso_utc as iso_utc
+from crm.store.rows import remote_number_of as remote_number_of
+from crm.store.settings import StoreSettings
+from crm.store.writer import Params, Write
+from crm.store.writer import StoreClosedError as StoreClosedError  # re-exported too
+
+log = logging.getLogger(__name__)
+
+
+class Store(PortableStore[aiosqlite.Connection]):
+    """Open with `await Store.open(settings)`; close with `await store.close()`."""
+
+    _upsert_call_sql = UPSERT_CALL_SQL
+    # Duplicates by (pbx_id, call_id, seq) are ignored: replaying events after a crash is a no-op.
+    _insert_event_sql = (
+        "INSERT OR IGNORE INTO call_events(pbx_id, call_id, seq, kind, at, event_json)"
+        " VALUES (?, ?, ?, ?, ?, ?)"
+    )
+    _insert_outbox_sql = (
+        "INSERT OR IGNORE INTO outbox(event_row, adapter, pbx_id, call_id, seq, idempotency_key,"
+        " state, attempts, next_attempt_at, created_at)"
+        " SELECT id, ?, pbx_id, call_id, seq, ?, 'pending', 0, ?, ? FROM call_events"
+        " WHERE pbx_id = ? AND call_id = ? AND seq = ?"
+    )
+    _put_kv_sql = "INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)"
+    _upsert_contact_sql = (
+        "INSERT OR REPLACE INTO contacts(number_digits, number, name, company,"
+        " owner_extension, url, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    )
+    _claim_queued_sql = claim_queued_sql()
+
+    def __init__(
+        self,
+        settings: StoreSettings,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        now: Callable[[], float],
+    ) -> None:
+        self.path = Path(settings.path)
+        self._reader = reader
+        super().__init__(settings, writer, now, task_name="pbxcrm-store-writer")
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, settings: StoreSettings, *, now: Callable[[], float] = time.time) -> Store:
+        path = Path(settings.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = await _connect(path, settings)
+        try:
+            mode = await _scalar(writer, "PRAGMA journal_mode=WAL")
+            if str(mode).lower() != "wal":
+                raise RuntimeError(f"{path}: SQLite refused WAL mode (journal_mode={mode})")
+            await writer.execute("PRAGMA foreign_keys=ON")
+            await migrate(writer)
+            reader = await _connect(path, settings)
+        except BaseException:
+            await writer.close()
+            raise
+        # The reader must never write: a stray write there would bypass group commit.
+        await reader.execute("PRAGMA query_only=ON")
+        log.info("store: opened %s (synchronous=%s)", path, settings.synchronous)
+        return cls(settings, writer, reader, now)
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    async def _close_connections(self) -> None:
+        await self._reader.close()
+        await self._writer.close()
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        """The shared read-only connection, for query modules (call history...).
+
+        Prefer execute_fetchall(); a cursor left open (e.g. fetchone() without close()) keeps
+        its read transaction, and every query on this connection meanwhile sees that old
+        snapshot. Parts that must see every commit at once (the outbox) use open_reader().
+        """
+        return self._reader
+
+    async def open_reader(self) -> aiosqlite.Connection:
+        """A private read-only connection to this database; the caller closes it."""
+        conn = await _connect(self.path, self.settings)
+        await conn.execute("PRAGMA query_only=ON")
+        return conn
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def requeue_dead(self, ids: Sequence[int] | None = None) -> int:
+        """`pbxcrm outbox retry`: dead rows (the given ids, or all) go again with a fresh set
+        of attempts; returns how many. Other states are left alone."""
+        if ids is not None and not ids:
+            return 0
+        sql = (
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+            " claimed_until = NULL WHERE state = 'dead'"
+        )
+        params: list[Any] = [self._now()]
+        if ids is not None:
+            sql += " AND id IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps([int(value) for value in ids]))
+
+        async def requeue(conn: aiosqlite.Connection) -> int:
+            return (await conn.execute(sql, params)).rowcount
+
+        # adds_outbox_rows: the running outbox in this process (if any) looks at once.
+        return await self.write(requeue, adds_outbox_rows=True)
+
+    # -- the writer ---------------------------------------------------------------------------
+
+    async def _transaction(self, batch: list[Write]) -> list[Any]:
+        conn = self._writer
+        # IMMEDIATE: take the write lock now, so another process (the admin CLI) makes us
+        # wait at BEGIN (busy_timeout) instead of failing half-way through.
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = await self._run_batch(batch)
+            await conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            raise
+        return results
+
+    async def _execute(self, sql: str, params: Params) -> None:
+        await self._writer.execute(sql, params)
+
+    async def _execute_counting(self, conn: aiosqlite.Connection, sql: str, params: Params) -> int:
+        return (await conn.execute(sql, params)).rowcount
+
+    async def _execute_returning(
+        self, conn: aiosqlite.Connection, sql: str, params: Params
+    ) -> list[tuple[Any, ...]]:
+        cursor = await conn.execute(sql, params)
+        return [tuple(row) for row in await cursor.fetchall()]
+
+
+async def _connect(path: Path, settings: StoreSettings) -> aiosqlite.Connection:
+    # isolation_level=None: no implicit transactions; the writer issues BEGIN/COMMIT itself.
+    conn = await aiosqlite.connect(
+        path, isolation_level=None, timeout=settings.busy_timeout_ms / 1000.0
+    )
+    await conn.execute(f"PRAGMA busy_timeout={int(settings.busy_timeout_ms)}")
+    # Validated by the settings model to be NORMAL or FULL, so formatting it in is safe.
+    await conn.execute(f"PRAGMA synchronous={settings.synchronous}")
+    return conn
+
+
+async def _scalar(conn: aiosqlite.Connection, sql: str, params: Params = ()) -> Any:
+    async with conn.execute(sql, params) as cursor:
+        row = await cursor.fetchone()
+    return row[0] if row else None
