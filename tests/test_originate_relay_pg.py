@@ -1,4 +1,4 @@
-"""Click-to-call across two pbxcrm instances sharing one PostgreSQL store (issue 11): a request
+"""Click-to-call across two pbxcrm instances sharing one PostgreSQL store: a request
 taken by instance A for an extension of B's PBX is sent by B, once, and A reports the outcome.
 
 Each instance follows its own FakePbx replaying the recorded `click_to_call_originate.ami`

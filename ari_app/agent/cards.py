@@ -267,9 +267,6 @@ class CardRenderer:
             for call_id in [c for c in cache if not self.board.extensions_of(c)]:
                 del cache[call_id]
 
-    def forget_history(self, call_id: str) -> None:
-        self._histories.pop(call_id, None)
-
     async def close(self) -> None:
         await cancel_and_wait(list(self._tasks), "agent card lookups")
 

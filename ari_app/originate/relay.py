@@ -1,4 +1,4 @@
-"""The receiving half of click-to-call across instances sharing one store (issue 11).
+"""The receiving half of click-to-call across instances sharing one store.
 
 Another instance that took a request for an extension of our PBX left it in `originates` with
 state "queued" and our pbx_id. Each poll claims such rows in one UPDATE that only one instance

@@ -12,7 +12,6 @@ only link to the channel.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import secrets
@@ -666,6 +665,3 @@ class OriginateService:
         self._watchdogs.clear()
         await finish_within(self.flush(), "click-to-call state writes")
 
-
-def record_json(record: OriginateRecord) -> str:
-    return json.dumps(record.public(), sort_keys=True)

@@ -1,4 +1,4 @@
-"""Which PBX owns an agent extension, when several pbxcrm instances share one store (issue 11).
+"""Which PBX owns an agent extension, when several pbxcrm instances share one store.
 
 First the ranges every instance published from its `[pbx] extensions` (table pbx_extensions);
 when none matches, the PBX of the latest call the extension took part in (table calls), i.e.

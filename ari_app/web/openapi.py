@@ -10,7 +10,6 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from ari_app.web.deps import DEPS_KEY
 from ari_app.web.routing import RouteSpec
 from ari_app.web.settings import HttpSettings
 
@@ -183,5 +182,3 @@ ROUTES = [
 ]
 
 
-def settings_of(app: web.Application) -> HttpSettings:
-    return app[DEPS_KEY].settings.http

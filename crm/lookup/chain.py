@@ -149,10 +149,6 @@ class LookupChain:
             reason = f"{type(exc).__name__}: {exc}"
         return LookupResult(status=LookupStatus.ERROR, source=source.name, error=reason)
 
-    def clear_cache(self) -> None:
-        for cache in self._caches.values():
-            cache.clear()
-
 
 def build_lookup_chain(
     configs: Iterable[dict[str, Any] | LookupConfig], http: aiohttp.ClientSession

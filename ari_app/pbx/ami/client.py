@@ -1,8 +1,8 @@
 """The AMI connection: login, reconnect, ping watchdog, actions sent at most once.
 
-Built on panoramisk, as the brief asks: each TCP connection is a panoramisk `AMIProtocol`
-(subclassed in `ari_app.pbx.ami.protocol`) and every action, Login and Ping included, is a
-panoramisk `Action`, serialised, matched to its answer and collected (list events) by
+Built on panoramisk, a maintained AMI library: each TCP connection is a panoramisk
+`AMIProtocol` (subclassed in `ari_app.pbx.ami.protocol`) and every action, Login and Ping
+included, is a panoramisk `Action`, serialised, matched to its answer and collected (list events) by
 panoramisk. panoramisk's `Manager` is not used: it re-sends actions queued while disconnected
 after a reconnect (an Originate could ring a phone twice), retries at a fixed interval and
 never checks its Ping replies. This module is the small connection manager in its place:
