@@ -69,7 +69,7 @@ class RedactSecretsFilter(logging.Filter):
         if not _known_secrets:
             return True
         message = record.getMessage()
-        redacted = _redact(message)
+        redacted = redact(message)
         if redacted != message:
             record.msg = redacted
             record.args = None
@@ -78,13 +78,16 @@ class RedactSecretsFilter(logging.Filter):
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = _redact(record.exc_text)
+            record.exc_text = redact(record.exc_text)
         if record.stack_info:
-            record.stack_info = _redact(record.stack_info)
+            record.stack_info = redact(record.stack_info)
         return True
 
 
-def _redact(text: str) -> str:
+def redact(text: str) -> str:
+    """`text` with every configured secret starred, as typed and in the encoded forms a secret
+    takes in a request (percent-encoded, base64 inside a Basic header): the one place that
+    does it, for log records, stored CRM answers and printed requests alike."""
     for secret in _known_secrets:
         if secret in text:
             text = text.replace(secret, "***")

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from ari_app.calls.rules import CallRules
 from ari_app.calls.tracker import CallTracker
-from ari_app.pbx.ari.client import AriClient, AriRequestError, backoff_delay
+from ari_app.pbx.ari.client import AriClient, AriRequestError
 from ari_app.pbx.ari.models import AriEvent, StasisStartEvent
 from ari_app.pbx.channel_events import (
     ChannelCreated,
@@ -21,6 +21,7 @@ from ari_app.pbx.channel_events import (
     SnapshotComplete,
 )
 from ari_app.pbx.settings import AriSettings
+from crm.backoff import reconnect_delay
 from crm.model import CallEvent, EventKind
 from tests.fakes.ari_server import FakeAri, recorded_ari_messages, recorded_rest
 
@@ -292,8 +293,9 @@ async def test_stop_ends_the_connection_and_the_background_task(fake: FakeAri) -
 
 
 def test_backoff_doubles_from_the_initial_delay_and_never_exceeds_the_cap() -> None:
-    delays = [backoff_delay(n, 0.5, 60.0) for n in range(12)]
-    assert 0.5 <= delays[0] <= 0.6
-    assert 1.0 <= delays[1] <= 1.2
+    # The same policy as the AMI client's reconnects (crm/backoff.py): half to all the ceiling.
+    delays = [reconnect_delay(n, 0.5, 60.0) for n in range(12)]
+    assert 0.25 <= delays[0] <= 0.5
+    assert 0.5 <= delays[1] <= 1.0
     assert all(d <= 60.0 for d in delays)
     assert max(delays) >= 50.0

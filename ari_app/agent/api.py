@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -20,12 +19,13 @@ from ari_app.agent.port import (
     screen_pop_on,
 )
 from ari_app.agent.sessions import COOKIE, SignInRefused
+from ari_app.calls.notes import record_note
 from ari_app.originate.service import OriginateRejected, PbxUnavailable
 from ari_app.web.auth import IP_KEY, client_ip
 from ari_app.web.errors import field_error, json_error
 from ari_app.web.parsing import BadRequest, parse_body
 from crm.dialects.dbn import STATUSES, canonical_status
-from crm.model import Call, EventKind
+from crm.model import Call
 from crm.store.sqlite import remote_number_of
 
 log = logging.getLogger("pbxcrm.agent")
@@ -216,30 +216,15 @@ async def save_note(request: web.Request) -> web.Response:
     if call is None:
         return json_error(404, "not found")
     number = remote_number_of(call) or call.caller_number
-    note_id = await store.save_note(
-        pbx_id=pipeline.pbx_id,
+    note_id, event = await record_note(
+        pipeline,
+        call_id=call.call_id,
         number=number,
         extension=session.extension,
         status=status,
         comments=comments,
-        call_id=call.call_id,
+        fallback_call=lambda _note_id: call,
     )
-    data: dict[str, object] = {
-        "status": status,
-        "comments": comments,
-        "number": number,
-        "extension": session.extension,
-        "note_id": note_id,
-    }
-    event = await pipeline.add_call_event(
-        call.call_id,
-        EventKind.NOTE,
-        data=data,
-        extension=session.extension,
-        at=datetime.now(UTC),
-        fallback_call=call,
-    )
-    await pipeline.drain()  # answer only once the NOTE step is durable (outbox included)
     log.info(
         "screen pop: note %d (%s) by %s for call %s", note_id, status, session.extension, call_id
     )
@@ -251,7 +236,7 @@ async def save_note(request: web.Request) -> web.Response:
             "call_id": call.call_id,
             "status": status,
             "comments": comments,
-            "seq": event.seq if event is not None else None,
+            "seq": event.seq,
         }
     )
 

@@ -8,11 +8,12 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from ari_app.calls.notes import record_note
 from ari_app.calls.pipeline import Pipeline
 from ari_app.threecx.journal import threecx_lock
 from ari_app.threecx.lookup import region_of
 from ari_app.web.deps import HttpDeps
-from crm.model import Call, Direction, EventKind
+from crm.model import Call, Direction
 from crm.store.history import HistoryQuery, query_calls
 
 log = logging.getLogger("pbxcrm.3cx")
@@ -51,47 +52,32 @@ async def save_note(
 
     Raises crm.store.history.HistoryError for a number without digits.
     """
-    store = pipeline.store
     async with threecx_lock(pipeline):
         call_id = await recent_call_id(deps, pipeline, number)
-        note_id = await store.save_note(
-            pbx_id=pipeline.pbx_id,
+
+        def own_call(note_id: int) -> Call:
+            # No call of this caller to attach to (e.g. 3CX journaling is off): the note
+            # still reaches the CRMs, as the only step of a call of its own.
+            return Call(
+                call_id=f"3cx-note-{note_id}",
+                pbx_id=pipeline.pbx_id,
+                source="3cx",
+                direction=Direction.INBOUND,
+                caller_number=number,
+                agent_extension=extension,
+                start_time=datetime.now(UTC),
+                ended=True,
+            )
+
+        note_id, event = await record_note(
+            pipeline,
+            call_id=call_id,
             number=number,
             extension=extension,
             status=status,
             comments=comments,
-            call_id=call_id,
-        )
-        now = datetime.now(UTC)
-        # No call of this caller to attach to (e.g. 3CX journaling is off): the note still
-        # reaches the CRMs, as the only step of a call of its own.
-        own_call = Call(
-            call_id=f"3cx-note-{note_id}",
-            pbx_id=pipeline.pbx_id,
-            source="3cx",
-            direction=Direction.INBOUND,
-            caller_number=number,
-            agent_extension=extension,
-            start_time=now,
-            ended=True,
-        )
-        data: dict[str, object] = {
-            "status": status,
-            "comments": comments,
-            "number": number,
-            "extension": extension,
-            "note_id": note_id,
-        }
-        event = await pipeline.add_call_event(
-            call_id or own_call.call_id,
-            EventKind.NOTE,
-            data=data,
-            extension=extension,
-            at=now,
             fallback_call=own_call,
         )
-        await pipeline.drain()  # answer success only once the NOTE step is durable
-    assert event is not None  # a fallback call always yields an event
     log.info(
         "3cx note %d (%s) for call %s%s",
         note_id,

@@ -21,7 +21,7 @@ from yarl import URL
 
 from crm.dialects.base import Adapter, DeliveryError
 from crm.model import CallEvent
-from crm.transport.http_client import redact
+from crm.secrets import redact
 
 _DRY_RUN_ANSWER = json.dumps(
     {"success": True, "access_token": "dry-run", "token_type": "Bearer", "Code": 0}

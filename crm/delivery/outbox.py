@@ -35,10 +35,11 @@ from typing import Any
 import aiosqlite
 from pydantic import ValidationError
 
+from crm.backoff import exponential_ceiling, jittered
 from crm.dialects.base import Adapter, DeliveryError, DeliveryOutcome
 from crm.metrics import deliveries_total, outbox_depth
 from crm.model import CallEvent
-from crm.secrets import known_secrets
+from crm.secrets import redact
 from crm.shutdown import cancel_and_wait, finish_within
 from crm.store.factory import AnyStore
 from crm.store.settings import OutboxSettings
@@ -109,10 +110,7 @@ def keep_text(text: str | None) -> str | None:
     """What is stored of a CRM answer or error: trimmed, with any configured secret starred."""
     if text is None:
         return None
-    text = text[:MAX_KEPT_TEXT]
-    for secret in known_secrets():
-        text = text.replace(secret, "***")
-    return text
+    return redact(text[:MAX_KEPT_TEXT])
 
 
 class Outbox:
@@ -229,8 +227,10 @@ class Outbox:
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
         settings = self._settings
-        ceiling = min(settings.max_delay_seconds, settings.base_delay_seconds * 2 ** (attempt - 1))
-        delay = self._rand() * ceiling
+        ceiling = exponential_ceiling(
+            attempt - 1, settings.base_delay_seconds, settings.max_delay_seconds
+        )
+        delay = jittered(ceiling, rand=self._rand)  # full jitter: 0 .. ceiling
         if retry_after is not None and retry_after > 0:
             delay = max(delay, min(retry_after, settings.max_retry_after_seconds))
         return delay

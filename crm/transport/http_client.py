@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crm.secrets import Secret, known_secrets
+from crm.secrets import Secret, redact
 from crm.transport.errors import DeliveryError
 
 log = logging.getLogger(__name__)
@@ -35,14 +35,6 @@ Params = Sequence[tuple[str, str]] | Mapping[str, str] | None
 
 
 # --------------------------------------------------------------------------- redaction
-
-
-def redact(text: str) -> str:
-    """`text` with every configured secret starred (tokens sit in Creatio paths, DBN queries)."""
-    for secret in known_secrets():
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
 
 
 def safe_url(url: str) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -37,6 +36,7 @@ from ari_app.pbx.ami.protocol import (
     response_of,
 )
 from ari_app.pbx.settings import AmiSettings
+from crm.backoff import reconnect_delay
 from crm.shutdown import cancel_and_wait
 
 __all__ = [
@@ -154,10 +154,9 @@ class AmiClient:
                 await asyncio.wait_for(self._stop.wait(), delay)
 
     def _backoff(self, attempt: int) -> float:
-        cap = self.settings.reconnect_max_seconds
-        ceiling = min(cap, self.settings.reconnect_initial_seconds * 2 ** min(attempt, 30))
-        # Jitter: many connectors restarting with one Asterisk must not reconnect in lockstep.
-        return random.uniform(ceiling / 2, ceiling)
+        return reconnect_delay(
+            attempt, self.settings.reconnect_initial_seconds, self.settings.reconnect_max_seconds
+        )
 
     async def _session(self) -> None:
         """Connect, log in, then run until the connection is lost. Returns normally only

@@ -18,7 +18,6 @@ import base64
 import contextlib
 import json
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -43,6 +42,7 @@ from ari_app.pbx.channel_events import (
     SnapshotComplete,
 )
 from ari_app.pbx.settings import AriSettings
+from crm.backoff import reconnect_delay
 from crm.shutdown import cancel_and_wait, finish_within
 
 log = logging.getLogger(__name__)
@@ -74,15 +74,6 @@ def _query(values: Mapping[str, QueryValue]) -> dict[str, str]:
         else:
             out[key] = str(value)
     return out
-
-
-def backoff_delay(attempt: int, initial: float, cap: float) -> float:
-    """Delay before retry number `attempt` (0-based): doubling from `initial`, never over `cap`.
-
-    Up to 20% jitter so a fleet of connectors does not hammer a restarted PBX in step.
-    """
-    base = min(cap, initial * (2 ** min(attempt, 30)))
-    return min(cap, base * (1.0 + random.uniform(0.0, 0.2)))
 
 
 class _PbxClock:
@@ -176,7 +167,7 @@ class AriClient:
                 await self._serve(ws)
             if self._stopping.is_set():
                 return
-            delay = backoff_delay(
+            delay = reconnect_delay(
                 attempt,
                 self.settings.reconnect_initial_seconds,
                 self.settings.reconnect_max_seconds,
