@@ -213,3 +213,9 @@ def test_header_rule_looks_at_the_named_header_only():
     assert rule.matches(b"Event: VarSet\nVariable: DIALSTATUS\nValue: ANSWER")
     assert not rule.matches(b"Event: VarSet\nVariable: OTHER\nValue: DIALSTATUS")
     assert not rule.matches(b"Event: VarSet\nValue: x")
+
+
+def test_every_event_the_tracker_maps_is_one_the_frame_reader_parses() -> None:
+    from ari_app.pbx.ami.events import EVENT_MAPPERS, TRACKED_EVENTS
+
+    assert set(EVENT_MAPPERS) <= TRACKED_EVENTS

@@ -146,112 +146,178 @@ class PbxClock:
         return self._last_pbx + max(0.0, self._now() - self._last_recv)
 
 
-def frame_to_event(frame: dict[str, str], ts: float) -> ChannelEvent | None:
-    """Map one AMI event frame to a channel event; None for frames the tracker ignores."""
-    name = frame.get("Event")
-    get = frame.get
-    if name == "VarSet":
-        variable = get("Variable", "")
-        if not variable_is_tracked(variable):
-            return None
-        return VariableSet(ts, get("Uniqueid", ""), variable.lstrip("_"), get("Value", ""))
-    if name == "Newchannel":
-        return ChannelCreated(
-            ts,
-            get("Uniqueid", ""),
-            get("Linkedid") or get("Uniqueid", ""),
-            get("Channel", ""),
-            get("CallerIDNum", ""),
-            get("CallerIDName", ""),
-            get("Context", ""),
-            get("Exten", ""),
-            get("ChannelStateDesc", ""),
-        )
-    if name == "Newstate":
-        return ChannelStateChanged(
-            ts, get("Uniqueid", ""), get("ChannelStateDesc", ""), get("ConnectedLineNum", "")
-        )
-    if name == "DialBegin":
-        return DialStarted(
-            ts,
-            get("Uniqueid") or None,
-            get("DestUniqueid", ""),
-            get("DestChannel", ""),
-            get("DialString", ""),
-            get("DestExten", ""),
-        )
-    if name == "DialEnd":
-        return DialEnded(
-            ts, get("Uniqueid") or None, get("DestUniqueid", ""), get("DialStatus", "")
-        )
-    if name == "BridgeEnter":
-        return BridgeEntered(ts, get("Uniqueid", ""), get("BridgeUniqueid", ""))
-    if name == "HangupRequest" or name == "SoftHangupRequest":
-        return HangupRequested(
-            ts, get("Uniqueid", ""), _int_or_none(get("Cause")), name == "SoftHangupRequest"
-        )
-    if name == "Hangup":
-        return ChannelHungUp(
-            ts, get("Uniqueid", ""), _int_or_none(get("Cause")), get("Cause-txt", "")
-        )
-    if name == "Newexten":
-        app = get("Application", "")
-        if app not in TRACKED_APPLICATIONS:
-            return None
-        return AppStarted(ts, get("Uniqueid", ""), app, get("AppData", ""))
-    if name == "MixMonitorStart":
-        return RecordingStarted(ts, get("Uniqueid", ""))
-    if name == "MessageWaiting":
-        return VoicemailLeft(
-            ts, get("Uniqueid") or None, get("Mailbox", ""), _int_or_none(get("New")) or 0
-        )
-    if name == "QueueCallerJoin":
-        return QueueJoined(ts, get("Uniqueid", ""), get("Queue", ""))
-    if name == "AgentConnect":
-        return QueueAgentConnected(
-            ts,
-            get("Uniqueid", ""),
-            get("DestUniqueid", ""),
-            get("Queue", ""),
-            get("Interface", ""),
-        )
-    if (name == "BlindTransfer" or name == "AttendedTransfer") and get("Result", "Success") != (
-        "Success"
-    ):
+Frame = dict[str, str]
+_Mapper = Callable[[Frame, float], "ChannelEvent | None"]
+
+
+def _var_set(f: Frame, ts: float) -> ChannelEvent | None:
+    variable = f.get("Variable", "")
+    if not variable_is_tracked(variable):
+        return None
+    return VariableSet(ts, f.get("Uniqueid", ""), variable.lstrip("_"), f.get("Value", ""))
+
+
+def _new_channel(f: Frame, ts: float) -> ChannelEvent:
+    get = f.get
+    return ChannelCreated(
+        ts,
+        get("Uniqueid", ""),
+        get("Linkedid") or get("Uniqueid", ""),
+        get("Channel", ""),
+        get("CallerIDNum", ""),
+        get("CallerIDName", ""),
+        get("Context", ""),
+        get("Exten", ""),
+        get("ChannelStateDesc", ""),
+    )
+
+
+def _new_state(f: Frame, ts: float) -> ChannelEvent:
+    get = f.get
+    return ChannelStateChanged(
+        ts, get("Uniqueid", ""), get("ChannelStateDesc", ""), get("ConnectedLineNum", "")
+    )
+
+
+def _dial_begin(f: Frame, ts: float) -> ChannelEvent:
+    get = f.get
+    return DialStarted(
+        ts,
+        get("Uniqueid") or None,
+        get("DestUniqueid", ""),
+        get("DestChannel", ""),
+        get("DialString", ""),
+        get("DestExten", ""),
+    )
+
+
+def _dial_end(f: Frame, ts: float) -> ChannelEvent:
+    get = f.get
+    return DialEnded(ts, get("Uniqueid") or None, get("DestUniqueid", ""), get("DialStatus", ""))
+
+
+def _bridge_enter(f: Frame, ts: float) -> ChannelEvent:
+    return BridgeEntered(ts, f.get("Uniqueid", ""), f.get("BridgeUniqueid", ""))
+
+
+def _hangup_request(f: Frame, ts: float) -> ChannelEvent:
+    return HangupRequested(ts, f.get("Uniqueid", ""), _int_or_none(f.get("Cause")), False)
+
+
+def _soft_hangup_request(f: Frame, ts: float) -> ChannelEvent:
+    # Asked by the PBX (dialplan, shutdown), not by a party.
+    return HangupRequested(ts, f.get("Uniqueid", ""), _int_or_none(f.get("Cause")), True)
+
+
+def _hangup(f: Frame, ts: float) -> ChannelEvent:
+    get = f.get
+    return ChannelHungUp(ts, get("Uniqueid", ""), _int_or_none(get("Cause")), get("Cause-txt", ""))
+
+
+def _new_exten(f: Frame, ts: float) -> ChannelEvent | None:
+    app = f.get("Application", "")
+    if app not in TRACKED_APPLICATIONS:
+        return None
+    return AppStarted(ts, f.get("Uniqueid", ""), app, f.get("AppData", ""))
+
+
+def _mix_monitor_start(f: Frame, ts: float) -> ChannelEvent:
+    return RecordingStarted(ts, f.get("Uniqueid", ""))
+
+
+def _message_waiting(f: Frame, ts: float) -> ChannelEvent:
+    get = f.get
+    return VoicemailLeft(
+        ts, get("Uniqueid") or None, get("Mailbox", ""), _int_or_none(get("New")) or 0
+    )
+
+
+def _queue_caller_join(f: Frame, ts: float) -> ChannelEvent:
+    return QueueJoined(ts, f.get("Uniqueid", ""), f.get("Queue", ""))
+
+
+def _agent_connect(f: Frame, ts: float) -> ChannelEvent:
+    get = f.get
+    return QueueAgentConnected(
+        ts, get("Uniqueid", ""), get("DestUniqueid", ""), get("Queue", ""), get("Interface", "")
+    )
+
+
+def _blind_transfer(f: Frame, ts: float) -> ChannelEvent | None:
+    get = f.get
+    if get("Result", "Success") != "Success":
         return None  # a failed transfer changes nothing
-    if name == "BlindTransfer":
-        # Asterisk 12+ names the parties Transferer* and Transferee* (AMI docs, BlindTransfer).
-        return BlindTransferred(
-            ts,
-            get("TransfererUniqueid", ""),
-            get("TransfereeUniqueid", ""),
-            get("Extension", ""),
-        )
-    if name == "AttendedTransfer":
-        return AttendedTransferred(
-            ts,
-            get("OrigTransfererUniqueid", ""),
-            get("SecondTransfererUniqueid", ""),
-            get("TransfereeUniqueid", ""),
-            get("TransferTargetUniqueid", ""),
-        )
-    if name == "CoreShowChannel":
-        return ChannelSnapshot(
-            ts,
-            get("Uniqueid", ""),
-            get("Linkedid") or get("Uniqueid", ""),
-            get("Channel", ""),
-            get("ChannelStateDesc", ""),
-            get("CallerIDNum", ""),
-            get("ConnectedLineNum", ""),
-            get("Context", ""),
-            get("Exten", ""),
-            get("Application", ""),
-            get("BridgeId", ""),
-            _duration_seconds(get("Duration", "")),
-        )
-    if name == "CoreShowChannelsComplete":
-        return SnapshotComplete(ts)
-    if name == "Shutdown":
-        return PbxShutdown(ts, get("Restart", "").lower() == "true")
-    return None
+    # Asterisk 12+ names the parties Transferer* and Transferee* (AMI docs, BlindTransfer).
+    return BlindTransferred(
+        ts, get("TransfererUniqueid", ""), get("TransfereeUniqueid", ""), get("Extension", "")
+    )
+
+
+def _attended_transfer(f: Frame, ts: float) -> ChannelEvent | None:
+    get = f.get
+    if get("Result", "Success") != "Success":
+        return None
+    return AttendedTransferred(
+        ts,
+        get("OrigTransfererUniqueid", ""),
+        get("SecondTransfererUniqueid", ""),
+        get("TransfereeUniqueid", ""),
+        get("TransferTargetUniqueid", ""),
+    )
+
+
+def _core_show_channel(f: Frame, ts: float) -> ChannelEvent:
+    get = f.get
+    return ChannelSnapshot(
+        ts,
+        get("Uniqueid", ""),
+        get("Linkedid") or get("Uniqueid", ""),
+        get("Channel", ""),
+        get("ChannelStateDesc", ""),
+        get("CallerIDNum", ""),
+        get("ConnectedLineNum", ""),
+        get("Context", ""),
+        get("Exten", ""),
+        get("Application", ""),
+        get("BridgeId", ""),
+        _duration_seconds(get("Duration", "")),
+    )
+
+
+def _core_show_channels_complete(f: Frame, ts: float) -> ChannelEvent:
+    return SnapshotComplete(ts)
+
+
+def _shutdown(f: Frame, ts: float) -> ChannelEvent:
+    return PbxShutdown(ts, f.get("Restart", "").lower() == "true")
+
+
+# AMI event name -> its channel event. A new AMI event the tracker should read is one function
+# and one row here (and its name in TRACKED_EVENTS, so the frame reader parses it).
+EVENT_MAPPERS: dict[str, _Mapper] = {
+    "VarSet": _var_set,
+    "Newchannel": _new_channel,
+    "Newstate": _new_state,
+    "DialBegin": _dial_begin,
+    "DialEnd": _dial_end,
+    "BridgeEnter": _bridge_enter,
+    "HangupRequest": _hangup_request,
+    "SoftHangupRequest": _soft_hangup_request,
+    "Hangup": _hangup,
+    "Newexten": _new_exten,
+    "MixMonitorStart": _mix_monitor_start,
+    "MessageWaiting": _message_waiting,
+    "QueueCallerJoin": _queue_caller_join,
+    "AgentConnect": _agent_connect,
+    "BlindTransfer": _blind_transfer,
+    "AttendedTransfer": _attended_transfer,
+    "CoreShowChannel": _core_show_channel,
+    "CoreShowChannelsComplete": _core_show_channels_complete,
+    "Shutdown": _shutdown,
+}
+
+
+def frame_to_event(frame: Frame, ts: float) -> ChannelEvent | None:
+    """Map one AMI event frame to a channel event; None for frames the tracker ignores."""
+    mapper = EVENT_MAPPERS.get(frame.get("Event", ""))
+    return None if mapper is None else mapper(frame, ts)
