@@ -1,4 +1,4 @@
-"""The `pbxcrm` command: run, demo, replay, check-config, outbox, recordings."""
+"""The `pbxcrm` command: run, demo, replay, check-config, outbox, recordings, contacts."""
 
 from __future__ import annotations
 
@@ -59,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     recordings.add_argument(
         "--older-than-days", type=float, default=None, help="default: [recordings] keep_days"
     )
+    contacts = sub.add_parser(
+        "contacts", help="import the store's local contacts (screen pop, 3CX lookup) from a CSV"
+    )
+    contacts.add_argument("action", choices=["import"])
+    contacts.add_argument(
+        "file", help="CSV with a header: number[,name,company,owner_extension,url]"
+    )
+    contacts.add_argument("--config", default=DEFAULT_CONFIG)
     return parser
 
 
@@ -133,6 +141,29 @@ async def _outbox(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await store.close()
     return 0
+
+
+async def _contacts(args: argparse.Namespace, settings: Settings) -> int:
+    from crm.store.contacts_import import ContactFileError, import_contacts
+    from crm.store.factory import open_store
+
+    try:
+        text = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"contacts import: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    store = await open_store(settings.store)
+    try:
+        result = await import_contacts(store, text.splitlines())
+    except ContactFileError as exc:
+        print(f"contacts import: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await store.close()
+    for problem in result.problems:
+        print(f"contacts import: {args.file}: {problem} (skipped)", file=sys.stderr)
+    print(f"{result.imported} contact(s) imported into {store.describe()}")
+    return 1 if result.problems else 0
 
 
 async def _recordings(args: argparse.Namespace, settings: Settings) -> int:
@@ -229,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_run(settings))
     if args.command == "recordings":
         return asyncio.run(_recordings(args, settings))
+    if args.command == "contacts":
+        return asyncio.run(_contacts(args, settings))
     return asyncio.run(_outbox(args, settings))
 
 
