@@ -19,7 +19,6 @@ Rules, and why:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import random
@@ -41,40 +40,12 @@ from crm.metrics import deliveries_total, outbox_depth
 from crm.model import CallEvent
 from crm.secrets import redact
 from crm.shutdown import cancel_and_wait, finish_within
-from crm.store.factory import AnyStore
+from crm.store.interface import LocalDeliveries, SharedDeliveries
 from crm.store.settings import OutboxSettings
 
 log = logging.getLogger(__name__)
 
 MAX_KEPT_TEXT = 2000  # characters of a CRM answer or error kept on the row
-
-# INDEXED BY: left to itself, SQLite picks outbox_state (state, adapter), then sorts every
-# pending row and probes each one's lower seqs: O(backlog) per claim, 54 ms a claim with
-# 100,000 rows pending. Walking outbox_due in order stops after `LIMIT` claimable rows.
-_CLAIM_SQL = """
-SELECT o.id, o.adapter, o.pbx_id, o.call_id, o.seq, o.idempotency_key, o.attempts,
-       e.event_json
-FROM outbox o INDEXED BY outbox_due JOIN call_events e ON e.id = o.event_row
-WHERE o.state = 'pending'
-  AND o.next_attempt_at <= ?
-  AND o.adapter IN (SELECT value FROM json_each(?))
-  AND o.id NOT IN (SELECT value FROM json_each(?))
-  AND NOT EXISTS (
-      SELECT 1 FROM outbox p
-      WHERE p.state = 'pending' AND p.adapter = o.adapter AND p.pbx_id = o.pbx_id
-        AND p.call_id = o.call_id AND p.seq < o.seq)
-ORDER BY o.next_attempt_at, o.id
-LIMIT ?
-"""
-
-_NEXT_DUE_SQL = (
-    "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending' AND next_attempt_at > ?"
-)
-
-_FINISH_SQL = (
-    "UPDATE outbox SET state = ?, attempts = ?, next_attempt_at = ?, claimed_until = NULL,"
-    " last_error = ?, last_status = ?, last_response = ?, delivered_at = ? WHERE id = ?"
-)
 
 _DEPTH_SQL = (
     "SELECT adapter, state, COUNT(*) FROM outbox WHERE state IN ('pending', 'dead')"
@@ -119,7 +90,7 @@ class Outbox:
 
     def __init__(
         self,
-        store: AnyStore,
+        store: LocalDeliveries | SharedDeliveries,
         adapters: Mapping[str, Adapter],
         settings: OutboxSettings,
         *,
@@ -145,7 +116,15 @@ class Outbox:
         self._reader: aiosqlite.Connection | None = None
         # A store shared by several pbxcrm instances (PostgreSQL) claims rows in the database
         # with a lease held by this owner id; SQLite's single process tracks them in memory.
-        self._shared = getattr(store, "claim_deliveries", None) is not None
+        self._shared_store: SharedDeliveries | None = None
+        self._local_store: LocalDeliveries | None = None
+        if isinstance(store, SharedDeliveries):
+            self._shared_store = store
+        elif isinstance(store, LocalDeliveries):
+            self._local_store = store
+        else:
+            raise TypeError(f"{type(store).__name__} hands out no deliveries")
+        self._shared = self._shared_store is not None
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         store.add_listener(self.notify)
 
@@ -180,7 +159,8 @@ class Outbox:
             ready.clear()  # still pending in the database: claimed again after a restart
         if self._shared and unstarted:
             try:  # so that another instance need not wait for the lease to run out
-                await self._store.release_deliveries(unstarted, owner=self._owner)  # type: ignore[attr-defined]
+                assert self._shared_store is not None
+                await self._shared_store.release_deliveries(unstarted, owner=self._owner)
             except Exception as exc:
                 log.warning("outbox: could not release %d claims at stop: %s", len(unstarted), exc)
         tasks = list(self._inflight.values())
@@ -212,7 +192,10 @@ class Outbox:
             if not held:
                 continue
             try:
-                await self._store.renew_leases(held, owner=self._owner, lease_seconds=lease)  # type: ignore[union-attr]
+                assert self._shared_store is not None
+                await self._shared_store.renew_leases(
+                    held, owner=self._owner, lease_seconds=lease
+                )
             except Exception as exc:
                 log.warning("outbox: could not renew %d leases: %s", len(held), exc)
 
@@ -280,9 +263,9 @@ class Outbox:
         if self._shared:
             return await self._claim_shared()
         taken = self._held_ids()
-        rows = await self._read(
-            _CLAIM_SQL,
-            (self._now(), json.dumps(free), json.dumps(taken), limit),
+        assert self._local_store is not None and self._reader is not None
+        rows = await self._local_store.due_deliveries(
+            self._reader, free, taken, limit, self._now()
         )
         claimed = set(taken)
         for raw in rows:
@@ -304,7 +287,8 @@ class Outbox:
         limit = min(self._settings.claim_batch, sum(max(0, free) for free in slots.values()))
         if not wanted or limit <= 0:
             return False
-        claimed = await self._store.claim_deliveries(  # type: ignore[attr-defined]
+        assert self._shared_store is not None
+        claimed = await self._shared_store.claim_deliveries(
             wanted, limit, owner=self._owner, lease_seconds=self._settings.lease_seconds
         )
         for item in claimed:
@@ -338,12 +322,10 @@ class Outbox:
         return await self._reader.execute_fetchall(sql, params)
 
     async def _next_due(self) -> float | None:
-        if self._shared:
-            return await self._store.next_due()  # type: ignore[attr-defined, no-any-return]
-        rows = await self._read(_NEXT_DUE_SQL, (self._now(),))
-        for (value,) in rows:
-            return float(value) if value is not None else None
-        return None
+        if self._shared_store is not None:
+            return await self._shared_store.next_due()
+        assert self._local_store is not None and self._reader is not None
+        return await self._local_store.next_due_after(self._reader, self._now())
 
     async def _refresh_depth(self) -> None:
         rows = await self._read(_DEPTH_SQL)
@@ -375,22 +357,16 @@ class Outbox:
                 if self._shared:
                     await self._finish_shared(row, result)
                 else:
-                    await self._store.execute_write(
-                        [
-                            (
-                                _FINISH_SQL,
-                                (
-                                    result.state,
-                                    result.attempts,
-                                    result.next_attempt_at,
-                                    result.error,
-                                    result.status,
-                                    result.response,
-                                    result.delivered_at,
-                                    row.id,
-                                ),
-                            )
-                        ]
+                    assert self._local_store is not None
+                    await self._local_store.save_delivery_outcome(
+                        row.id,
+                        state=result.state,
+                        attempts=result.attempts,
+                        next_attempt_at=result.next_attempt_at,
+                        error=result.error,
+                        status=result.status,
+                        response=result.response,
+                        delivered_at=result.delivered_at,
                     )
             except Exception:
                 # The row stays pending and goes again: at-least-once, same key.
@@ -406,7 +382,8 @@ class Outbox:
             self._wake.set()
 
     async def _finish_shared(self, row: _Row, result: _Result) -> None:
-        kept = await self._store.finish_delivery(  # type: ignore[attr-defined]
+        assert self._shared_store is not None
+        kept = await self._shared_store.finish_delivery(
             row.id,
             owner=self._owner,
             state=result.state,
