@@ -36,7 +36,6 @@ class TrackedChannel:
     is_trunk: bool
     call: CallState
     answered: bool = False  # this leg was answered as the target of a dial
-    alive: bool = True
     is_local: bool = False  # one half of a Local/...;1 / ;2 pair: plumbing, never a party
     rang: bool = False  # RINGING was sent for this agent leg
     talked: bool = False  # ANSWERED was sent for this agent leg

@@ -28,7 +28,7 @@ Calls with more than two people:
   phone that picked up with `*8` (it had a Linkedid of its own), or a channel whose Linkedid
   the source could only guess (ARI). TRANSFERERNAME joins consult channels to the caller's call.
 - Per agent leg: RINGING, then ANSWERED if that agent talked, then exactly one LEG_ENDED with
-  the reason (ari_app/calls/agent_legs.py), so a CRM's per-agent card always closes.
+  the reason (ari_app/calls/legs.py), so a CRM's per-agent card always closes.
 """
 
 from __future__ import annotations
@@ -308,7 +308,6 @@ class CallTracker(TransfersAndJoins, Reconciliation, LegsAndTiming):
         if chan is None:
             return []
         remember(self._gone, ev.uniqueid)
-        chan.alive = False
         chan.call.touched = self._tick
         state = chan.call
         state.last_ts = max(state.last_ts, ev.ts)
