@@ -12,11 +12,15 @@ from collections import defaultdict
 
 import pytest
 
+from ari_app.calls.rules import CallRules
+from ari_app.calls.tracker import CallTracker
+from ari_app.pbx.ami.events import PbxClock, frame_to_event
 from crm.model import CallEvent
 from tests.fakes.crm_creatio import FakeCreatio
 from tests.fakes.crm_fixdigital import FakeFixDigital
 from tests.fakes.crm_harness import adapter_from_toml, client_session, deliver_wanted
 from tests.fakes.crm_salesforce import TOKEN, WRAPUP, FakeSalesforce
+from tests.recordings import recorded_frames
 from tests.test_ari_events import ami_call_events
 from tests.test_e2e_ami_to_crm import WebhookCrm
 
@@ -123,11 +127,6 @@ async def test_creatio_history_of_a_call_no_agent_touched_needs_a_fallback_user(
 
 
 async def test_creatio_click_to_call_ringing_names_the_client_pbxcrm_dialled() -> None:
-    from ari_app.calls.rules import CallRules
-    from ari_app.calls.tracker import CallTracker
-    from ari_app.pbx.ami.events import PbxClock, frame_to_event
-    from tests.recordings import recorded_frames
-
     tracker = CallTracker(CallRules(), pbx_id="lab")
     tracker.expect_originate("c2c-0002", "89161234567")  # what pbxcrm's Originate dialled
     clock = PbxClock()

@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from crm.model import Call, CallEvent, Direction, Disposition, EventKind, Party
+from crm.model import (
+    LEG_END_REASONS,
+    Call,
+    CallEvent,
+    Direction,
+    Disposition,
+    EventKind,
+    Party,
+)
 from tests.test_ari_events import ami_call_events, ari_call_events
 
 SOURCES = {"ami": ami_call_events, "ari": ari_call_events}
@@ -139,6 +147,7 @@ def test_every_agent_leg_rings_then_answers_or_not_then_ends_once(
         assert kinds[-1] is EventKind.LEG_ENDED, (extension, kinds)
         assert kinds.count(EventKind.ANSWERED) <= 1, (extension, kinds)
         assert mine[-1].data["answered"] is (EventKind.ANSWERED in kinds)
+        assert mine[-1].data["reason"] in LEG_END_REASONS  # the documented contract
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
 
 

@@ -36,10 +36,6 @@ from pathlib import Path
 from ari_app.app.demo import demo_recording
 from ari_app.app.fake_pbx import FakePbx
 from ari_app.app.settings import Settings
-from ari_app.calls.rules import CallRules
-from ari_app.calls.tracker import CallTracker
-from ari_app.pbx.ami.events import PbxClock, frame_to_event, tracked_frame_filter
-from ari_app.pbx.ami.frames import FrameReader
 from crm.model import CallEvent
 from tests.faults.support import (
     AMI_PASSWORD,
@@ -50,6 +46,7 @@ from tests.faults.support import (
     query,
     wait_for,
 )
+from tests.recordings import tracker_steps
 
 CRASH_RUNS_CI = 100
 CRASH_RUNS_FULL = 100
@@ -81,17 +78,11 @@ COMPARED_FIELDS = (
 
 
 def expected_steps(recording: bytes) -> dict[str, list[CallEvent]]:
-    """Every call's steps as the pure tracker derives them from the recorded bytes, read
-    through the frame filter `pbxcrm run` uses, with the rules of the config below."""
-    reader = FrameReader(tracked_frame_filter().including("Shutdown"))
-    tracker = CallTracker(CallRules(), pbx_id="lab")
-    clock = PbxClock(now=lambda: 0.0)
+    """Every call's steps as the pure tracker derives them from the recorded bytes
+    (tests/recordings.tracker_steps: through the frame filter `pbxcrm run` uses)."""
     steps: dict[str, list[CallEvent]] = {}
-    for frame in reader.feed(recording):
-        event = frame_to_event(frame, clock.stamp(frame))
-        if event is not None:
-            for step in tracker.handle(event):
-                steps.setdefault(step.call_id, []).append(step)
+    for step in tracker_steps(recording):
+        steps.setdefault(step.call_id, []).append(step)
     return steps
 
 
