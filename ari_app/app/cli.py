@@ -89,7 +89,7 @@ def _load_unsent(path: str) -> Settings:
 async def _run(settings: Settings) -> int:
     from ari_app.app.service import Service
 
-    service = Service(settings)
+    service = Service(settings, settle_gc=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -14,6 +14,7 @@ from aiohttp import web
 from agi.context import ScriptContext, SurveyResult, build_script_context
 from agi.fastagi import FastAgiServer, start_fastagi
 from ari_app.agent.board import AgentBoard
+from ari_app.app.gc_tuning import settle_after_start
 from ari_app.app.http_server import bound_port, start_http
 from ari_app.app.settings import Settings
 from ari_app.calls.pipeline import Pipeline
@@ -59,9 +60,12 @@ class Service:
         send: bool = True,
         http_session: aiohttp.ClientSession | None = None,
         follow_pbx: bool = True,
+        settle_gc: bool = False,
     ) -> None:
         self.settings = settings
         self.send = send
+        # `pbxcrm run` only: a process that starts many services (the tests) keeps its defaults.
+        self.settle_gc = settle_gc
         # False: no AMI/ARI connection; events come from elsewhere (an ARI capture replayed).
         self.follow_pbx = follow_pbx
         self._own_session = http_session is None
@@ -138,6 +142,8 @@ class Service:
         )
         self._tasks.append(asyncio.create_task(self._every(SPOOL_INTERVAL_SECONDS, spool.poll)))
         await self._sweep_originates()  # what a killed run left ringing gets its ending now
+        if self.settle_gc:
+            settle_after_start()  # before the PBX's first event
         if not self.follow_pbx:
             pass
         elif settings.pbx.source == "ari":

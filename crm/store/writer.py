@@ -234,4 +234,8 @@ class StoreWriter(ABC, Generic[C]):
             if len(params) == 1:
                 await self._execute(sql, params[0])
             else:
-                await self._writer.executemany(sql, params)
+                await self._execute_many(sql, params)
+
+    async def _execute_many(self, sql: str, rows: list[Params]) -> None:
+        """Run one statement for each of `rows`, in order, on the writer connection."""
+        await self._writer.executemany(sql, rows)

@@ -45,7 +45,7 @@ async def c2c_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
             ],
         },
     )
-    service = Service(settings, send=False)
+    service = Service(settings, send=False, settle_gc=True)
     await service.start()
     assert service.ami is not None
     await service.ami.wait_connected(30)

@@ -83,7 +83,7 @@ async def ingest_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
 
     tmp = Path(args["tmp"])
     settings = bench_settings(tmp, args["port"], "http://127.0.0.1:9/never-sent")
-    service = Service(settings, send=False)
+    service = Service(settings, send=False, settle_gc=True)
     # The reconcile after login feeds one CoreShowChannelsComplete through the pipeline too.
     wanted = int(args["wanted"]) + 1
     await service.start()

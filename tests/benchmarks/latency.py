@@ -84,7 +84,9 @@ async def latency_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
     from ari_app.app.service import Service
 
     deployed_logging()
-    service = Service(bench_settings(Path(args["tmp"]), args["port"], args["crm_url"]))
+    service = Service(
+        bench_settings(Path(args["tmp"]), args["port"], args["crm_url"]), settle_gc=True
+    )
     await service.start()
     link.send(ready={})
     while (await link.command()).get("cmd") != "stop":

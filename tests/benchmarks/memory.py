@@ -41,7 +41,7 @@ async def memory_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
 
     tmp = Path(args["tmp"])
     settings = bench_settings(tmp, args["port"], "http://127.0.0.1:9/never-sent")
-    service = Service(settings, send=False)
+    service = Service(settings, send=False, settle_gc=True)
     wanted = int(args["wanted"]) + 1  # + the reconcile's CoreShowChannelsComplete
     await service.start()
     pipeline = service.pipeline
@@ -61,7 +61,7 @@ async def memory_idle(link: Link, args: dict[str, Any]) -> dict[str, Any]:
     from ari_app.app.service import Service
 
     settings = bench_settings(Path(args["tmp"]), args["port"], "http://127.0.0.1:9/never-sent")
-    service = Service(settings, send=False)
+    service = Service(settings, send=False, settle_gc=True)
     await service.start()
     assert service.ami is not None
     await service.ami.wait_connected(30)

@@ -106,7 +106,7 @@ async def outbox_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
         return metrics.REGISTRY.get_sample_value("pbxcrm_deliveries_total", labels) or 0.0
 
     # The CRM is back: pbxcrm starts as `pbxcrm run` does and drains the backlog.
-    service = Service(settings)
+    service = Service(settings, settle_gc=True)
     started, cpu_started = time.monotonic(), time.process_time()
     await service.start()
     async with asyncio.timeout(600):

@@ -200,7 +200,7 @@ async def burst(tmp: Path, fmt: str, calls: int, minutes: float) -> dict[str, An
     await sink.start()
     pbx = FakePbx(burst_stream(calls), await_actions=True)
     await pbx.start()
-    service = Service(bench_settings(tmp, pbx.port, sink.url, fmt))
+    service = Service(bench_settings(tmp, pbx.port, sink.url, fmt), settle_gc=True)
     hangups: dict[str, float] = {}
     try:
         await service.start()

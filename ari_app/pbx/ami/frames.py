@@ -23,6 +23,7 @@ BANNER_PREFIX = b"Asterisk Call Manager/"
 # after the first few only every Nth is logged (the counter says how many were skipped).
 _LOG_FIRST_MALFORMED = 10
 _LOG_EVERY_MALFORMED = 1000
+_MAX_DECISIONS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,7 @@ class FrameFilter:
     `VarSet` only for some `Variable`s.
     """
 
-    __slots__ = ("_events", "_rules", "events", "when")
+    __slots__ = ("_decisions", "_events", "_rules", "events", "when")
 
     def __init__(
         self,
@@ -85,6 +86,10 @@ class FrameFilter:
         self._rules: dict[bytes, HeaderRule] = {
             name.lower().encode(): rule for name, rule in self.when.items()
         }
+        # The decision for an event name as it came off the wire (any case): True, False or
+        # the rule that decides. A PBX sends a few dozen names, so this stays small; it is
+        # bounded anyway, against garbage.
+        self._decisions: dict[bytes, bool | HeaderRule] = {}
 
     @classmethod
     def for_calls(
@@ -115,11 +120,25 @@ class FrameFilter:
         return FrameFilter(self.events | set(names), self.when)
 
     def wants_raw(self, name_lower: bytes, raw: bytes) -> bool:
+        decision = self.decision(name_lower)
+        return decision if decision is True or decision is False else decision.matches(raw)
+
+    def decision(self, name: bytes) -> bool | HeaderRule:
+        """Whether an event named `name` (any case) is wanted: True, False, or the rule that
+        decides from its headers."""
+        known = self._decisions.get(name)
+        if known is not None:
+            return known
+        lower = name.lower()
         wanted = self._events
-        if wanted is None or name_lower in wanted:
-            return True
-        rule = self._rules.get(name_lower)
-        return rule is not None and rule.matches(raw)
+        decision: bool | HeaderRule
+        if wanted is None or lower in wanted:
+            decision = True
+        else:
+            decision = self._rules.get(lower, False)
+        if len(self._decisions) < _MAX_DECISIONS:
+            self._decisions[name] = decision
+        return decision
 
     def wants(self, frame: Mapping[str, str]) -> bool:
         """The same decision for an already parsed frame (slow path, tests)."""
@@ -203,13 +222,19 @@ class FrameReader:
 
     def _frames(self, parts: list[bytes], eol: bytes = b"\n") -> list[Frame]:
         frames: list[Frame] = []
-        wants = self._filter.wants_raw
+        decisions = self._filter._decisions
+        decide = self._filter.decision
         skipped = 0
         for part in parts:
             if part[:7] == b"Event: ":
-                nl = part.find(eol)
-                name = (part[7:] if nl < 0 else part[7:nl]).lower()
-                if not wants(name, part) and b"\nActionID: " not in part:
+                nl = part.find(eol, 7)
+                name = part[7:] if nl < 0 else part[7:nl]
+                wanted = decisions.get(name)
+                if wanted is None:
+                    wanted = decide(name)
+                if wanted is not True and (
+                    wanted is False or not wanted.matches(part)
+                ) and b"\nActionID: " not in part:
                     skipped += 1
                     continue
             elif part[:10] != b"Response: ":
