@@ -35,7 +35,8 @@ from crm.dialects.base import Adapter
 from crm.dialects.registry import build_adapter
 from crm.model import Call, Direction, EventKind
 from crm.shutdown import cancel_and_wait, finish_within
-from crm.store.factory import AnyStore, backend_of, open_store
+from crm.store.factory import backend_of, open_store
+from crm.store.interface import CallStore
 
 if TYPE_CHECKING:
     from crm.recordings.library import RecordingLibrary
@@ -66,7 +67,7 @@ class Service:
         self.follow_pbx = follow_pbx
         self._own_session = http_session is None
         self._session = http_session
-        self.store: AnyStore | None = None
+        self.store: CallStore | None = None
         self.adapters: list[Adapter] = []
         self.outbox: Any = None  # crm.delivery.outbox.Outbox when delivering
         self.pipeline: Pipeline | None = None
@@ -89,7 +90,7 @@ class Service:
     async def start(self) -> None:
         settings = self.settings
         # [store] url selects PostgreSQL (several instances share it); else SQLite at path.
-        self.store = await open_store(settings.store)  # type: ignore[assignment]
+        self.store = await open_store(settings.store)
         if self._session is None:
             # aiohttp's default of 100 connections for all CRMs together would cap deliveries
             # below what the [[crm]] concurrency settings ask for.

@@ -29,6 +29,7 @@ from ari_app.pbx.ami.client import AmiActionTimeout, AmiConnectionLost, AmiNotCo
 from ari_app.pbx.extension_owner import ExtensionOwners
 from crm.model import Call, CallEvent, EventKind
 from crm.shutdown import finish_within
+from crm.store.interface import CallStore
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("pbxcrm.audit")
@@ -168,13 +169,13 @@ class MemoryOriginateLog:
 
 
 class StoreOriginateLog:
-    """OriginateLog over the store's `originates` table (crm.store.sqlite.Store).
+    """OriginateLog over the store's `originates` table (any backend).
 
     The first save inserts the row (with the whole record as request_json); later saves move
     its state. A pbxcrm restart keeps answering `GET /api/v1/originate/{id}` from here.
     """
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: CallStore) -> None:
         self._store = store
         self._saved: set[str] = set()
 
