@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 
 from ari_app.app.fake_pbx import FakePbx
-from ari_app.originate.service import AmiOriginateBackend, OriginateState, StoreOriginateLog
+from ari_app.originate.ami_backend import AmiOriginateBackend
+from ari_app.originate.model import OriginateState
+from ari_app.originate.record_log import StoreOriginateLog
 from ari_app.pbx.ami.client import AmiClient
 from ari_app.pbx.settings import AmiSettings
 from ari_app.web.deps import HttpDeps

@@ -19,13 +19,11 @@ from ari_app.app.settings import Settings
 from ari_app.calls.pipeline import Pipeline
 from ari_app.calls.recording_links import load_or_create_key
 from ari_app.calls.survey_spool import SurveySpoolReader
+from ari_app.originate.ami_backend import AmiOriginateBackend
+from ari_app.originate.model import OriginateRecord
+from ari_app.originate.record_log import StoreOriginateLog
 from ari_app.originate.relay import OriginateRelay
-from ari_app.originate.service import (
-    AmiOriginateBackend,
-    OriginateRecord,
-    OriginateService,
-    StoreOriginateLog,
-)
+from ari_app.originate.service import OriginateService
 from ari_app.pbx.ami.client import AmiClient
 from ari_app.pbx.ami.events import tracked_frame_filter
 from ari_app.pbx.extension_owner import ExtensionOwners
