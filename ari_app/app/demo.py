@@ -160,8 +160,6 @@ async def run_recording(
     completed: list[CallEvent] = []
     pbx = FakePbx(
         recording,
-        username=settings.pbx.ami.username,
-        password=settings.pbx.ami.password.get_secret_value(),
         pace=pace,
         max_gap=DEMO_MAX_GAP,
         await_actions=False,
