@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from ari_app.originate.model import OriginateRecord, OriginateState
 from crm.store.interface import CallStore
+from crm.store.rows import OriginateRecord as OriginateRow
 
 
 class OriginateLog(Protocol):
@@ -92,9 +93,8 @@ class StoreOriginateLog:
         return records
 
 
-def _record_from_row(row: Any) -> OriginateRecord:
-    """An OriginateRecord from a crm.store.sqlite.OriginateRecord row (request_json holds the
-    rest)."""
+def _record_from_row(row: OriginateRow) -> OriginateRecord:
+    """An OriginateRecord from the store's row of it (request_json holds the rest)."""
     data = dict(row.request or {})
     return OriginateRecord(
         id=row.id,
@@ -109,7 +109,7 @@ def _record_from_row(row: Any) -> OriginateRecord:
         updated_at=row.updated_at,
         source=str(data.get("source", "native")),
         client_ref=data.get("client_ref"),
-        target_pbx_id=getattr(row, "target_pbx_id", None),
+        target_pbx_id=row.target_pbx_id,
         call_id=data.get("call_id"),
         outcome=data.get("outcome"),
         talk_seconds=data.get("talk_seconds"),
