@@ -26,7 +26,7 @@ class Lookup(Protocol):
 
 
 class SurveyResult(BaseModel):
-    """One rating; the lead turns it into a SURVEY CallEvent through the outbox."""
+    """One rating; the service records it as a SURVEY step of its call, sent through the outbox."""
 
     model_config = ConfigDict(frozen=True)
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from panoramisk.actions import Action
 
-from ari_app.app.fake_pbx import FakePbx
 from ari_app.pbx.ami.client import (
     AmiActionTimeout,
     AmiClient,
@@ -20,6 +19,7 @@ from ari_app.pbx.ami.client import (
 )
 from ari_app.pbx.ami.events import tracked_frame_filter
 from ari_app.pbx.ami.frames import FrameFilter
+from tests.fakes.ami_pbx import FakePbx
 from tests.test_ami_support import (
     RECORDINGS,
     Collector,

@@ -12,8 +12,8 @@ import logging
 
 import pytest
 
-from ari_app.app.fake_pbx import FakePbx
 from ari_app.pbx.ami.client import AmiClient
+from tests.fakes.ami_pbx import FakePbx
 from tests.test_ami_support import Collector, recording, settings_for
 
 EARLY_STEPS = 40

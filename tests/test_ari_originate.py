@@ -20,7 +20,8 @@ import pytest
 from pydantic import SecretStr
 
 from ari_app.originate.ari_backend import AriOriginateBackend
-from ari_app.originate.service import OriginateService, OriginateState, PbxUnavailable
+from ari_app.originate.model import OriginateState, PbxUnavailable
+from ari_app.originate.service import OriginateService
 from ari_app.originate.settings import OriginateSettings
 from ari_app.pbx.ari.client import AriClient
 from ari_app.pbx.ari.stasis import StasisApp

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ari_app.app.fake_pbx import FakePbx
 from ari_app.app.service import Service
 from ari_app.app.settings import Settings
+from tests.fakes.ami_pbx import FakePbx
 from tests.fakes.crm_creatio import LOGIN, FakeCreatio
 from tests.fakes.crm_fixdigital import FakeFixDigital
 from tests.fakes.crm_salesforce import DROPPED, EVENT, TOKEN, WRAPUP, FakeSalesforce

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from ari_app.app.fake_pbx import FakePbx
 from ari_app.app.service import Service
 from ari_app.app.settings import Settings
+from tests.fakes.ami_pbx import FakePbx
 from tests.fakes.crm_server import FakeCrm
 from tests.recordings import RECONNECT_MARKER, ami_path, frames_of
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ari_app.app.fake_pbx import FakePbx
 from ari_app.app.service import Service
 from ari_app.app.settings import Settings
+from tests.fakes.ami_pbx import FakePbx
 from tests.fakes.ari_server import FakeAri
 from tests.recordings import ami_path
 from tests.test_e2e_ami_to_crm import WebhookCrm, wait_for

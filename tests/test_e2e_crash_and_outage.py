@@ -19,9 +19,9 @@ from pathlib import Path
 from aiohttp import web
 
 from ari_app.app.demo import demo_recording
-from ari_app.app.fake_pbx import FakePbx
 from ari_app.app.service import Service
 from ari_app.app.settings import Settings
+from tests.fakes.ami_pbx import FakePbx
 from tests.fakes.crm_server import FakeCrm
 from tests.recordings import tracker_steps
 

@@ -19,7 +19,7 @@ import asyncpg
 from aiohttp import web
 
 from ari_app.app.demo import demo_recording
-from ari_app.app.fake_pbx import FakePbx
+from tests.fakes.ami_pbx import FakePbx
 from tests.fakes.crm_server import FakeCrm
 from tests.pg_server import pg_server_url, pg_url  # noqa: F401 - fixtures
 from tests.recordings import tracker_steps

@@ -7,8 +7,10 @@ import time
 
 import pytest
 
-from ari_app.app.fake_pbx import FakePbx, replicate, split_connections
+from ari_app.app.fake_pbx import split_connections
 from ari_app.pbx.ami.frames import FrameReader, parse_frames
+from tests.fakes.ami_pbx import FakePbx
+from tests.fakes.ami_streams import replicate
 from tests.test_ami_support import file_frames, recording
 
 LOGIN = b"Action: Login\r\nActionID: L1\r\nUsername: crm\r\nSecret: crmsecret\r\nEvents: on\r\n\r\n"

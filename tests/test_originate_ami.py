@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 
-from ari_app.app.fake_pbx import FakePbx
-from ari_app.originate.service import AmiOriginateBackend, OriginateState, StoreOriginateLog
+from ari_app.originate.ami_backend import AmiOriginateBackend
+from ari_app.originate.model import OriginateState
+from ari_app.originate.record_log import StoreOriginateLog
 from ari_app.pbx.ami.client import AmiClient
 from ari_app.pbx.settings import AmiSettings
 from ari_app.web.deps import HttpDeps
 from crm.store.sqlite import Store
+from tests.fakes.ami_pbx import FakePbx
 from tests.recordings import ami_path
 from tests.test_http_support import CREATIO_TOKEN, bearer, make_service, make_settings, running
 

@@ -11,10 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ari_app.app.fake_pbx import FakePbx
 from ari_app.app.service import Service
 from ari_app.app.settings import Settings
 from crm.store.sqlite import Store
+from tests.fakes.ami_pbx import FakePbx
 from tests.recordings import ami_path
 from tests.test_http_support import CRM_TOKEN, bearer
 

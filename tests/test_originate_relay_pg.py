@@ -14,13 +14,13 @@ from typing import Any
 
 import aiohttp
 
-from ari_app.app.fake_pbx import FakePbx
 from ari_app.app.service import Service
 from ari_app.app.settings import Settings
 from ari_app.pbx.extension_owner import ExtensionOwners
 from crm.model import Call
 from crm.store.postgres import PgStore
 from crm.store.settings import StoreSettings
+from tests.fakes.ami_pbx import FakePbx
 from tests.pg_server import pg_server_url, pg_url  # noqa: F401 - fixtures
 from tests.recordings import ami_path
 from tests.test_http_support import CRM_TOKEN, bearer

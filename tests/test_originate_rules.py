@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ari_app.originate.service import (
-    OriginateRejected,
-    OriginateService,
-    OriginateState,
-    check_destination,
-)
+from ari_app.originate.model import OriginateRejected, OriginateState
+from ari_app.originate.rules import check_destination
+from ari_app.originate.service import OriginateService
 from ari_app.originate.settings import FraudRules, OriginateSettings
 from tests.test_http_support import RecordedAmiBackend
 

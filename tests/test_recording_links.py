@@ -14,7 +14,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from ari_app.app.fake_pbx import FakePbx
 from ari_app.app.service import Service
 from ari_app.app.settings import Settings
 from ari_app.calls.recording_links import LINK_KEY_KV, RecordingLinkSigner, load_or_create_key
@@ -23,6 +22,7 @@ from ari_app.calls.tracker import CallTracker
 from ari_app.pbx.ami.events import PbxClock, frame_to_event
 from ari_app.web.deps import HttpDeps
 from crm.store.sqlite import Store
+from tests.fakes.ami_pbx import FakePbx
 from tests.recordings import ami_path, recorded_frames
 from tests.test_e2e_ami_to_crm import WebhookCrm, make_settings, wait_for
 from tests.test_http_support import (

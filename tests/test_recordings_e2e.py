@@ -17,9 +17,9 @@ from typing import Any
 
 import aiohttp
 
-from ari_app.app.fake_pbx import FakePbx
 from ari_app.app.service import Service
 from ari_app.app.settings import Settings
+from tests.fakes.ami_pbx import FakePbx
 from tests.fakes.crm_files import FilesCrm, multipart_parts, read_mp3, sha256
 from tests.recordings import ami_path
 from tests.test_store_support import outbox_rows

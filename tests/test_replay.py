@@ -10,11 +10,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from ari_app.app.fake_pbx import FakePbx
 from ari_app.app.replay import ReplayOptions, replay
 from ari_app.app.service import Service
 from ari_app.app.settings import Settings
 from crm.model import CallEvent, EventKind
+from tests.fakes.ami_pbx import FakePbx
 from tests.fakes.crm_fixdigital import FakeFixDigital
 from tests.recordings import FIXTURES, ami_path
 from tests.test_cli_commands import pbxcrm

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from ari_app.app.fake_pbx import FakePbx
 from ari_app.calls.rules import CallRules
 from ari_app.calls.tracker import CallTracker
 from ari_app.pbx.ami.events import PbxClock, frame_to_event
 from ari_app.pbx.channel_events import SnapshotComplete
 from crm.model import CallEvent, EventKind, Party
+from tests.fakes.ami_pbx import FakePbx
 from tests.recordings import ami_path, recorded_frames
 from tests.test_e2e_crash_and_outage import SlowWebhookCrm, config_text, wait_for
 

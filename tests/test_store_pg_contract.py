@@ -8,7 +8,7 @@ the two backends are interchangeable for the rest of pbxcrm.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -17,14 +17,17 @@ import pytest
 
 from crm.model import Direction
 from crm.secrets import known_secrets
-from crm.store.factory import AnyStore, backend_of, open_store
+from crm.store.factory import backend_of, open_store
 from crm.store.history import HistoryQuery, query_calls
 from crm.store.migrations import available_migrations
+from crm.store.portable import PortableStore
 from crm.store.settings import StoreSettings
 from tests.pg_server import pg_server_url, pg_url  # noqa: F401 - fixtures
 from tests.test_store_support import T0, call_with_events, make_adapter, make_call, make_event
 
-Opener = Callable[..., Awaitable[AnyStore]]
+# The application's CallStore plus what only tests need (record(), upsert_call(), commits):
+# the API both backends share.
+StoreApi = PortableStore[Any]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -45,8 +48,9 @@ def settings_for(request: pytest.FixtureRequest, tmp_path) -> Callable[..., Stor
 
 
 @pytest.fixture
-async def store(settings_for: Callable[..., StoreSettings]) -> AsyncIterator[AnyStore]:
+async def store(settings_for: Callable[..., StoreSettings]) -> AsyncIterator[StoreApi]:
     store = await open_store(settings_for())
+    assert isinstance(store, PortableStore)
     yield store
     await store.close()
 
@@ -57,7 +61,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def rows(store: AnyStore, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+async def rows(store: StoreApi, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return [tuple(row) for row in await store.reader.execute_fetchall(sql, params)]
 
 
@@ -115,7 +119,7 @@ async def test_migrations_run_once_and_a_second_open_is_a_no_op(
 
 
 async def test_record_stores_the_call_its_events_and_one_outbox_row_per_wanting_adapter(
-    store: AnyStore, http: aiohttp.ClientSession
+    store: StoreApi, http: aiohttp.ClientSession
 ) -> None:
     from crm.model import EventKind
 
@@ -142,7 +146,7 @@ async def test_record_stores_the_call_its_events_and_one_outbox_row_per_wanting_
 
 
 async def test_recording_the_same_events_twice_stores_them_once(
-    store: AnyStore, http: aiohttp.ClientSession
+    store: StoreApi, http: aiohttp.ClientSession
 ) -> None:
     adapter = make_adapter(http, "http://127.0.0.1:9/x")
     call, events = call_with_events("replayed", 4)
@@ -226,7 +230,7 @@ async def test_writes_that_keep_coming_wait_for_the_window_and_share_a_commit(
 
 
 async def test_submitted_records_commit_in_submit_order_so_the_last_snapshot_wins(
-    store: AnyStore, http: aiohttp.ClientSession
+    store: StoreApi, http: aiohttp.ClientSession
 ) -> None:
     adapter = make_adapter(http, "http://127.0.0.1:9/x")
     call, events = call_with_events("ordered", 3)
@@ -296,7 +300,7 @@ async def test_writes_after_close_raise_a_clear_error(
         await store.upsert_call(make_call("late"))
 
 
-async def test_a_stale_snapshot_does_not_reopen_an_ended_call(store: AnyStore) -> None:
+async def test_a_stale_snapshot_does_not_reopen_an_ended_call(store: StoreApi) -> None:
     open_call = make_call("late", agent_extension="7181")
     ended = open_call.model_copy(update={"ended": True, "end_time": T0 + timedelta(seconds=30)})
     await store.upsert_call(open_call)
@@ -306,7 +310,7 @@ async def test_a_stale_snapshot_does_not_reopen_an_ended_call(store: AnyStore) -
     assert await store.open_calls("default") == []
 
 
-async def test_open_calls_lists_only_calls_not_ended_for_that_pbx(store: AnyStore) -> None:
+async def test_open_calls_lists_only_calls_not_ended_for_that_pbx(store: StoreApi) -> None:
     a = make_call("a", pbx_id="pbx-1")
     b = make_call("b", pbx_id="pbx-2")
     c = make_call("c", pbx_id="pbx-1", ended=True)
@@ -316,13 +320,13 @@ async def test_open_calls_lists_only_calls_not_ended_for_that_pbx(store: AnyStor
     assert await store.open_calls("pbx-2") == [b]
 
 
-async def test_events_for_returns_events_in_seq_order(store: AnyStore) -> None:
+async def test_events_for_returns_events_in_seq_order(store: StoreApi) -> None:
     call = make_call("ordered")
     await store.record(call, [make_event(call, seq) for seq in (3, 1, 2)], [])
     assert [e.seq for e in await store.events_for("default", "ordered")] == [1, 2, 3]
 
 
-async def test_kv_contacts_notes_and_originates_round_trip(store: AnyStore) -> None:
+async def test_kv_contacts_notes_and_originates_round_trip(store: StoreApi) -> None:
     await store.put_kv("tracker", '{"open": []}')
     await store.put_kv("tracker", '{"open": [1]}')
     assert await store.get_kv("tracker") == '{"open": [1]}'
@@ -369,7 +373,7 @@ async def test_kv_contacts_notes_and_originates_round_trip(store: AnyStore) -> N
     assert originate is not None and (originate.state, originate.request) == ("ended", ended)
 
 
-async def test_call_history_reads_every_pbx_through_the_reader(store: AnyStore) -> None:
+async def test_call_history_reads_every_pbx_through_the_reader(store: StoreApi) -> None:
     for index, pbx in enumerate(["pbx-a", "pbx-b", "pbx-a"]):
         await store.upsert_call(
             make_call(
@@ -408,7 +412,7 @@ async def test_instances_opening_an_empty_postgresql_at_once_all_start_and_migra
 
 
 async def test_steps_added_at_once_to_an_ended_call_each_get_their_own_seq(
-    store: AnyStore,
+    store: StoreApi,
 ) -> None:
     """A survey and agents' notes for a call that already ended are numbered from the store;
     several at once must not share a seq (the store keeps only one step per seq)."""
@@ -435,7 +439,7 @@ async def test_steps_added_at_once_to_an_ended_call_each_get_their_own_seq(
 
 
 async def test_click_to_calls_left_pending_by_a_stopped_instance_are_failed(
-    store: AnyStore,
+    store: StoreApi,
 ) -> None:
     for originate_id, state in (
         ("o-pending", "pending"),

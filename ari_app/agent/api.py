@@ -20,7 +20,7 @@ from ari_app.agent.port import (
 )
 from ari_app.agent.sessions import COOKIE, SignInRefused
 from ari_app.calls.notes import record_note
-from ari_app.originate.service import OriginateRejected, PbxUnavailable
+from ari_app.originate.model import OriginateRejected, PbxUnavailable
 from ari_app.web.auth import IP_KEY, client_ip
 from ari_app.web.errors import field_error, json_error
 from ari_app.web.parsing import BadRequest, parse_body

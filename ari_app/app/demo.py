@@ -139,11 +139,10 @@ async def _wait_until_delivered(service: Service, timeout: float) -> None:
     reader = service.store.reader
     async with asyncio.timeout(timeout):
         while True:
-            async with reader.execute(
+            rows = await reader.execute_fetchall(
                 "SELECT count(*) FROM outbox WHERE state = 'pending'"
-            ) as cursor:
-                row = await cursor.fetchone()
-            if row is not None and row[0] == 0:
+            )
+            if next(iter(rows))[0] == 0:
                 return
             await asyncio.sleep(0.05)
 
@@ -161,8 +160,6 @@ async def run_recording(
     completed: list[CallEvent] = []
     pbx = FakePbx(
         recording,
-        username=settings.pbx.ami.username,
-        password=settings.pbx.ami.password.get_secret_value(),
         pace=pace,
         max_gap=DEMO_MAX_GAP,
         await_actions=False,

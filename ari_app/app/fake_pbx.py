@@ -1,14 +1,14 @@
 """A fake Asterisk: an AMI server on 127.0.0.1 that replays a recorded AMI byte stream.
 
-Used by the tests, `pbxcrm demo` and `pbxcrm replay FILE.ami`. The recording is sent as
-recorded (banner, login response, events); only what depends on the client is rewritten:
-the `ActionID` of the responses (the client picks its own), and the recorded answers to the
-client's actions are sent when the client actually asks for them.
+What `pbxcrm demo` and `pbxcrm replay FILE.ami` need; the tests extend it with fault modes
+(tests/fakes/ami_pbx.py). The recording is sent as recorded (banner, login response, events);
+only what depends on the client is rewritten: the `ActionID` of the responses (the client picks
+its own), and the recorded answers to the client's actions are sent when the client actually
+asks for them. Any login is accepted: pbxcrm is given the credentials it logs in with.
 
 Replies the recordings do not contain are built the way Asterisk 22's manager.c builds
-them: `Ping` (`Ping: Pong` + `Timestamp`), a failed login (`Authentication failed`, then the
-server closes), an action before login (`Permission denied`), an unknown action
-(`Invalid/unknown command: X. Use Action: ListCommands ...`) and an empty
+them: `Ping` (`Ping: Pong` + `Timestamp`), an action before login (`Permission denied`), an
+unknown action (`Invalid/unknown command: X. Use Action: ListCommands ...`) and an empty
 `CoreShowChannels`/`Status` list (`EventList: start` ... `...Complete` with `ListItems: 0`).
 """
 
@@ -17,9 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 RECONNECT_MARKER = b"# --- connection closed by server; reconnected ---"
 _EOL = b"\r\n"
 _SEP = b"\r\n\r\n"
-_DEFAULT_BANNER = b"Asterisk Call Manager/11.0.0"
+DEFAULT_BANNER = b"Asterisk Call Manager/11.0.0"
 
 # Which recorded action a response answers, when no `.sent.ami` file says so.
 _GUESS_BY_MESSAGE = {
@@ -48,7 +47,7 @@ _EMPTY_LISTS = {
 }
 
 
-def _headers(block: bytes) -> dict[str, str]:
+def parse_headers(block: bytes) -> dict[str, str]:
     headers: dict[str, str] = {}
     for line in block.decode("utf-8", "backslashreplace").replace("\r\n", "\n").split("\n"):
         key, sep, value = line.partition(":")
@@ -57,7 +56,7 @@ def _headers(block: bytes) -> dict[str, str]:
     return headers
 
 
-def _frame(*lines: str) -> bytes:
+def build_frame(*lines: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -75,7 +74,7 @@ def _with_action_id(block: bytes, action_id: str | None) -> bytes:
 
 
 @dataclass(slots=True)
-class _Block:
+class Block:
     raw: bytes  # one frame, CRLF lines, without the blank line that ends it
     headers: dict[str, str]
 
@@ -92,21 +91,21 @@ class _Block:
 
 
 @dataclass(slots=True)
-class _Reply:
+class Reply:
     """A recorded response and the list events that followed it, answering one action."""
 
     action: str  # lower-case action name
     recorded_id: str
-    blocks: list[_Block]
+    blocks: list[Block]
 
 
 @dataclass(slots=True)
-class _Part:
+class Part:
     """One recorded connection."""
 
     banner: bytes
-    login: _Block | None
-    items: list[_Block | _Reply] = field(default_factory=list)
+    login: Block | None
+    items: list[Block | Reply] = field(default_factory=list)
     closed_by_server: bool = False
 
 
@@ -115,7 +114,7 @@ def _split_blocks(data: bytes) -> list[bytes]:
     return [b for b in data.split(_SEP) if b.strip()]
 
 
-def _read(source: bytes | Path) -> bytes:
+def read_recording(source: bytes | Path) -> bytes:
     return source.read_bytes() if isinstance(source, Path) else source
 
 
@@ -124,7 +123,7 @@ def _sent_names(sent: bytes | None) -> dict[str, str]:
     if not sent:
         return names
     for block in _split_blocks(sent.replace(RECONNECT_MARKER + _EOL, b"")):
-        headers = _headers(block)
+        headers = parse_headers(block)
         if "Action" in headers and "ActionID" in headers:
             names[headers["ActionID"]] = headers["Action"].lower()
     return names
@@ -136,27 +135,25 @@ def split_connections(recording: bytes) -> list[bytes]:
     return [p[2:] if i and p.startswith(_EOL) else p for i, p in enumerate(pieces)]
 
 
-def _parse_recording(recording: bytes, sent: bytes | None, strip_timestamps: bool) -> list[_Part]:
+def parse_recording(recording: bytes, sent: bytes | None) -> list[Part]:
     names = _sent_names(sent)
     pieces = split_connections(recording)
-    parts: list[_Part] = []
+    parts: list[Part] = []
     for index, piece in enumerate(pieces):
-        banner = _DEFAULT_BANNER
+        banner = DEFAULT_BANNER
         if piece.startswith(b"Asterisk Call Manager/"):
             line_end = piece.find(b"\n")
             banner = piece[:line_end].rstrip(b"\r") if line_end >= 0 else piece
             piece = piece[line_end + 1 :] if line_end >= 0 else b""
-        part = _Part(banner=banner, login=None, closed_by_server=index < len(pieces) - 1)
-        current: _Reply | None = None
+        part = Part(banner=banner, login=None, closed_by_server=index < len(pieces) - 1)
+        current: Reply | None = None
         for raw in _split_blocks(piece):
             if raw.startswith(b"Asterisk Call Manager/"):
                 # Captures joined end to end: a later banner is not a frame.
                 raw = raw.partition(_EOL)[2]
                 if not raw.strip():
                     continue
-            if strip_timestamps:
-                raw = re.sub(rb"(?m)^Timestamp: [^\r\n]*\r\n?", b"", raw)
-            block = _Block(raw, _headers(raw))
+            block = Block(raw, parse_headers(raw))
             action_id = block.action_id
             # OriginateResponse events carry a Response header too: the first line decides.
             if raw.startswith(b"Response:"):
@@ -169,7 +166,7 @@ def _parse_recording(recording: bytes, sent: bytes | None, strip_timestamps: boo
                     part.login = part.login or block
                     current = None
                     continue
-                current = _Reply(action.lower(), action_id or "", [block])
+                current = Reply(action.lower(), action_id or "", [block])
                 part.items.append(current)
                 continue
             if current is not None and action_id == current.recorded_id:
@@ -181,16 +178,15 @@ def _parse_recording(recording: bytes, sent: bytes | None, strip_timestamps: boo
     return parts
 
 
-class _Connection:
+class Session:
     """One client session: a reader of the client's actions and a streamer of the recording."""
 
     def __init__(
         self,
         pbx: FakePbx,
-        part: _Part | None,
+        part: Part | None,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        cut_after: int | None,
         last: bool,
     ) -> None:
         self.pbx = pbx
@@ -198,13 +194,11 @@ class _Connection:
         self.part = part
         self.reader = reader
         self.writer = writer
-        self.cut_after = cut_after
-        self.sent_bytes = 0
         self.closed = False
         self.logged_in = asyncio.Event()
         self.progress = asyncio.Event()  # a reply was claimed: the streamer may go on
         self.id_map: dict[str, str | None] = {}  # recorded ActionID -> the client's
-        self.claims: dict[int, str | None] = {}  # index of a claimed _Reply -> client's id
+        self.claims: dict[int, str | None] = {}  # index of a claimed Reply -> client's id
         self.position = 0
 
     def send(self, data: bytes) -> None:
@@ -213,14 +207,6 @@ class _Connection:
         if self.writer.transport.is_closing():
             self.closed = True  # the client went away; writing on would only warn
             return
-        if self.cut_after is not None and self.sent_bytes + len(data) >= self.cut_after:
-            self.writer.write(data[: max(0, self.cut_after - self.sent_bytes)])
-            self.sent_bytes = self.cut_after
-            log.info("fake PBX: cutting the connection after %d bytes", self.cut_after)
-            self.closed = True
-            self.writer.close()  # flushes the partial frame first, then EOF
-            return
-        self.sent_bytes += len(data)
         self.writer.write(data)
 
     def abort(self) -> None:
@@ -261,7 +247,7 @@ class _Connection:
             *blocks, buffer = buffer.split(b"\n\n")
             for block in blocks:
                 if block.strip():
-                    await self._on_action(_headers(block))
+                    await self._on_action(parse_headers(block))
                 if self.closed:
                     return
 
@@ -271,39 +257,38 @@ class _Connection:
         action_id = action.get("ActionID")
         id_line = [f"ActionID: {action_id}"] if action_id is not None else []
         if name == "login":
-            await self._login(action, id_line)
+            await self.login(action, id_line)
             return
         if name == "logoff":
             reply = self._claim("logoff", action_id, next_only=True)
             if reply is None:
                 self.send(
-                    _frame("Response: Goodbye", *id_line, "Message: Thanks for all the fish.")
+                    build_frame("Response: Goodbye", *id_line, "Message: Thanks for all the fish.")
                 )
                 await self.close()
             # else the streamer sends the recorded Goodbye and closes.
             return
         if not self.logged_in.is_set():
-            self.send(_frame("Response: Error", *id_line, "Message: Permission denied"))
+            self.send(build_frame("Response: Error", *id_line, "Message: Permission denied"))
             return
         if name == "ping":
-            if not self.pbx.hold_open:
-                self.send(
-                    _frame(
-                        "Response: Success", *id_line, "Ping: Pong", f"Timestamp: {time.time():.6f}"
-                    )
-                )
+            self.pong(id_line)
             return
         if self._claim(name, action_id) is not None:
             return
         if name in _EMPTY_LISTS:
             message, complete = _EMPTY_LISTS[name]
             self.send(
-                _frame("Response: Success", *id_line, "EventList: start", f"Message: {message}")
-                + _frame(f"Event: {complete}", *id_line, "EventList: Complete", "ListItems: 0")
+                build_frame(
+                    "Response: Success", *id_line, "EventList: start", f"Message: {message}"
+                )
+                + build_frame(
+                    f"Event: {complete}", *id_line, "EventList: Complete", "ListItems: 0"
+                )
             )
             return
         self.send(
-            _frame(
+            build_frame(
                 "Response: Error",
                 *id_line,
                 f"Message: Invalid/unknown command: {action.get('Action', '')}. "
@@ -311,27 +296,31 @@ class _Connection:
             )
         )
 
-    async def _login(self, action: dict[str, str], id_line: list[str]) -> None:
-        pbx = self.pbx
-        if action.get("Username") != pbx.username or action.get("Secret") != pbx.password:
-            self.send(_frame("Response: Error", *id_line, "Message: Authentication failed"))
-            await self.close()
-            return
+    def pong(self, id_line: list[str]) -> None:
+        self.send(
+            build_frame(
+                "Response: Success", *id_line, "Ping: Pong", f"Timestamp: {time.time():.6f}"
+            )
+        )
+
+    async def login(self, action: dict[str, str], id_line: list[str]) -> None:
         login = self.part.login if self.part else None
         if login is not None:
             self.send(_with_action_id(login.raw, action.get("ActionID")) + _SEP)
         else:
-            self.send(_frame("Response: Success", *id_line, "Message: Authentication accepted"))
+            self.send(
+                build_frame("Response: Success", *id_line, "Message: Authentication accepted")
+            )
         self.logged_in.set()
 
-    def _claim(self, name: str, action_id: str | None, *, next_only: bool = False) -> _Reply | None:
+    def _claim(self, name: str, action_id: str | None, *, next_only: bool = False) -> Reply | None:
         """The first recorded reply still ahead in the stream that answers `name`."""
         if self.part is None:
             return None
         items = self.part.items
         for index in range(self.position, len(items)):
             item = items[index]
-            if isinstance(item, _Reply) and index not in self.claims and item.action == name:
+            if isinstance(item, Reply) and index not in self.claims and item.action == name:
                 self.claims[index] = action_id
                 self.progress.set()
                 return item
@@ -339,14 +328,14 @@ class _Connection:
                 return None
         return None
 
-    async def _send_run(self, items: list[_Block | _Reply]) -> None:
+    async def _send_run(self, items: list[Block | Reply]) -> None:
         """Unpaced: the events up to the next reply in few large writes (the fake must
         outrun the client in benchmarks)."""
         chunk: list[bytes] = []
         size = 0
         while self.position < len(items) and size < 256 * 1024:
             item = items[self.position]
-            if isinstance(item, _Reply):
+            if isinstance(item, Reply):
                 break
             self.position += 1
             raw = item.raw
@@ -369,7 +358,7 @@ class _Connection:
         while self.position < len(items):
             index = self.position
             item = items[index]
-            if isinstance(item, _Reply):
+            if isinstance(item, Reply):
                 while index not in self.claims and self.pbx.awaits(item.action):
                     self.progress.clear()
                     await self.progress.wait()
@@ -402,9 +391,13 @@ class _Connection:
                 return
         if self.last:
             self.pbx._finished.set()
-        if part.closed_by_server and not self.pbx.hold_open:
-            log.info("fake PBX: end of recorded connection, closing as the server did")
-            await self.close()
+        if part.closed_by_server:
+            await self.close_as_recorded()
+
+    async def close_as_recorded(self) -> None:
+        """The recorded server closed this connection here."""
+        log.info("fake PBX: end of recorded connection, closing as the server did")
+        await self.close()
 
 
 class FakePbx:
@@ -415,37 +408,27 @@ class FakePbx:
     of action names (replay): the stream pauses only for those, the actions the client is
     known to send by itself (pbxcrm's CoreShowChannels after every login); the others are
     answered from the recording when asked for in time, else skipped.
-    `hold_open`: never answer Ping and never close (a half-open connection).
-    `cut_after_bytes`: the first connection is aborted after that many bytes.
     """
 
     def __init__(
         self,
         recording: bytes | Path,
         *,
-        username: str = "crm",
-        password: str = "crmsecret",
         host: str = "127.0.0.1",
         port: int = 0,
         pace: float = 0.0,
         max_gap: float = 3600.0,
         sent: bytes | Path | None = None,
         await_actions: bool | Collection[str] = True,
-        strip_timestamps: bool = False,
-        cut_after_bytes: int | None = None,
-        hold_open: bool = False,
     ) -> None:
         if sent is None and isinstance(recording, Path):
             sibling = recording.with_name(recording.name.removesuffix(".ami") + ".sent.ami")
             if sibling.exists():
                 sent = sibling
-        self._recording = _read(recording)
-        self._sent = _read(sent) if sent is not None else None
-        self._strip_timestamps = strip_timestamps
-        self._parts = _parse_recording(self._recording, self._sent, strip_timestamps)
-        self.banner = self._parts[0].banner if self._parts else _DEFAULT_BANNER
-        self.username = username
-        self.password = password
+        self._recording = read_recording(recording)
+        self._sent = read_recording(sent) if sent is not None else None
+        self._parts = parse_recording(self._recording, self._sent)
+        self.banner = self._parts[0].banner if self._parts else DEFAULT_BANNER
         self.host = host
         self.port = port
         self.pace = pace
@@ -456,8 +439,6 @@ class FakePbx:
             if isinstance(await_actions, bool)
             else frozenset(name.lower() for name in await_actions)
         )
-        self.cut_after_bytes = cut_after_bytes
-        self.hold_open = hold_open
         self.received_actions: list[dict[str, str]] = []
         self.connections = 0
         self._server: asyncio.Server | None = None
@@ -495,6 +476,16 @@ class FakePbx:
         included: with await_actions=True that means until the client logged off)."""
         await asyncio.wait_for(self._finished.wait(), timeout)
 
+    def session(
+        self,
+        index: int,
+        part: Part | None,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> Session:
+        """The session of the `index`-th connection (from 0), playing `part` of the recording."""
+        return Session(self, part, reader, writer, index == len(self._parts) - 1)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         index = self.connections
         self.connections += 1
@@ -503,8 +494,7 @@ class FakePbx:
         self._sessions.add(task)
         parts = self._parts
         part = parts[index] if index < len(parts) else None
-        cut = self.cut_after_bytes if index == 0 else None
-        connection = _Connection(self, part, reader, writer, cut, index == len(parts) - 1)
+        connection = self.session(index, part, reader, writer)
         try:
             await connection.run()
         except ConnectionError as exc:
@@ -513,61 +503,3 @@ class FakePbx:
             log.exception("fake PBX: connection %d failed", index + 1)
         finally:
             self._sessions.discard(task)
-
-
-_UNIQUEID_LINE = re.compile(
-    rb"(?m)^(Uniqueid|Linkedid|DestUniqueid|DestLinkedid|BridgeUniqueid|BridgeId|BridgeID): "
-    rb"([^\r\n]*)"
-)
-_CHANNEL_SUFFIX = re.compile(rb"(/[\w.+@-]*?-)([0-9a-f]{8})(?![0-9a-f])")
-
-
-def replicate(recording: bytes | Path | Sequence[bytes | Path], copies: int) -> bytes:
-    """One AMI stream holding `copies` copies of the recordings' events, each copy with its
-    own Uniqueids, Linkedids, bridge ids and channel names, so that a tracker sees
-    `copies` times as many distinct calls (benchmarks). Banner and login response come from
-    the first recording; responses to other actions and `Shutdown` events are dropped; ends
-    with `Response: Goodbye`.
-    """
-    sources = [recording] if isinstance(recording, bytes | Path) else list(recording)
-    events: list[bytes] = []
-    banner = _DEFAULT_BANNER
-    login = b"Response: Success\r\nActionID: login-1\r\nMessage: Authentication accepted"
-    for n, source in enumerate(sources):
-        for k, part in enumerate(_parse_recording(_read(source), None, False)):
-            if n == 0 and k == 0:
-                banner = part.banner
-                if part.login is not None:
-                    login = part.login.raw
-            # A Shutdown in the middle of a benchmark stream would make clients reconnect.
-            events.extend(
-                item.raw
-                for item in part.items
-                if isinstance(item, _Block) and item.headers.get("Event") != "Shutdown"
-            )
-    body = b"".join(block + _SEP for block in events)
-    out = [banner + _EOL, login + _SEP]
-    for copy in range(copies):
-
-        def rewrite_id(match: re.Match[bytes], copy: int = copy) -> bytes:
-            return match.group(1) + b": " + _new_id(match.group(2), copy)
-
-        def rewrite_channel(match: re.Match[bytes], copy: int = copy) -> bytes:
-            number = int(match.group(2), 16) + copy * 0x10000
-            return match.group(1) + b"%08x" % (number & 0xFFFFFFFF)
-
-        out.append(_CHANNEL_SUFFIX.sub(rewrite_channel, _UNIQUEID_LINE.sub(rewrite_id, body)))
-    out.append(b"Response: Goodbye\r\nActionID: logoff-1\r\nMessage: Thanks for all the fish.")
-    out.append(_SEP)
-    return b"".join(out)
-
-
-def _new_id(value: bytes, copy: int) -> bytes:
-    if copy == 0 or not value:
-        return value
-    epoch, dot, seq = value.partition(b".")
-    if dot and epoch.isdigit() and seq.isdigit():
-        return epoch + b"." + str(int(seq) + copy * 100000).encode()
-    if len(value) == 36 and value.count(b"-") == 4:  # a bridge uuid
-        return b"%08x" % copy + value[8:]
-    return value + b"-" + str(copy).encode()

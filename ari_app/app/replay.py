@@ -116,8 +116,6 @@ async def _run(
         settings.pbx.source = "ami"
         pbx = FakePbx(
             options.capture,
-            username=settings.pbx.ami.username,
-            password=settings.pbx.ami.password.get_secret_value(),
             pace=options.pace,
             max_gap=DEMO_MAX_GAP,
             await_actions=OWN_AMI_ACTIONS,

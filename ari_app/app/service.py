@@ -20,13 +20,11 @@ from ari_app.app.settings import Settings
 from ari_app.calls.pipeline import Pipeline
 from ari_app.calls.recording_links import load_or_create_key
 from ari_app.calls.survey_spool import SurveySpoolReader
+from ari_app.originate.ami_backend import AmiOriginateBackend
+from ari_app.originate.model import OriginateRecord
+from ari_app.originate.record_log import StoreOriginateLog
 from ari_app.originate.relay import OriginateRelay
-from ari_app.originate.service import (
-    AmiOriginateBackend,
-    OriginateRecord,
-    OriginateService,
-    StoreOriginateLog,
-)
+from ari_app.originate.service import OriginateService
 from ari_app.pbx.ami.client import AmiClient
 from ari_app.pbx.ami.events import tracked_frame_filter
 from ari_app.pbx.extension_owner import ExtensionOwners
@@ -36,7 +34,8 @@ from crm.dialects.base import Adapter
 from crm.dialects.registry import build_adapter
 from crm.model import Call, Direction, EventKind
 from crm.shutdown import cancel_and_wait, finish_within
-from crm.store.factory import AnyStore, backend_of, open_store
+from crm.store.factory import backend_of, open_store
+from crm.store.interface import CallStore
 
 if TYPE_CHECKING:
     from crm.recordings.library import RecordingLibrary
@@ -70,7 +69,7 @@ class Service:
         self.follow_pbx = follow_pbx
         self._own_session = http_session is None
         self._session = http_session
-        self.store: AnyStore | None = None
+        self.store: CallStore | None = None
         self.adapters: list[Adapter] = []
         self.outbox: Any = None  # crm.delivery.outbox.Outbox when delivering
         self.pipeline: Pipeline | None = None
@@ -93,7 +92,7 @@ class Service:
     async def start(self) -> None:
         settings = self.settings
         # [store] url selects PostgreSQL (several instances share it); else SQLite at path.
-        self.store = await open_store(settings.store)  # type: ignore[assignment]
+        self.store = await open_store(settings.store)
         if self._session is None:
             # aiohttp's default of 100 connections for all CRMs together would cap deliveries
             # below what the [[crm]] concurrency settings ask for.

@@ -21,7 +21,7 @@ from ari_app.pbx.channel_events import ChannelEvent, PbxDisconnected, SnapshotCo
 from crm import metrics
 from crm.dialects.base import Adapter
 from crm.model import Call, CallEvent, EventKind
-from crm.store.factory import AnyStore
+from crm.store.interface import CallStore
 
 log = logging.getLogger("pbxcrm.calls")
 
@@ -59,7 +59,7 @@ class Pipeline:
     def __init__(
         self,
         rules: CallRules,
-        store: AnyStore,
+        store: CallStore,
         adapters: Sequence[Adapter],
         *,
         pbx_id: str = "default",

@@ -17,7 +17,8 @@ import re
 import secrets
 import string
 from dataclasses import dataclass, field
-from typing import Any
+
+from crm.store.interface import CallStore
 
 # The store's kv row holding the key (hex), shared by every instance on one store.
 LINK_KEY_KV = "recording_link_key"
@@ -87,7 +88,7 @@ def new_key() -> bytes:
     return secrets.token_bytes(32)
 
 
-async def load_or_create_key(store: Any) -> bytes:
+async def load_or_create_key(store: CallStore) -> bytes:
     """pbxcrm's own link key from the store, made on first use.
 
     Inserted only if absent, then read back: instances starting together on one shared store

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from agi.context import SurveyResult
 from crm.model import EventKind
-from crm.store.factory import AnyStore
+from crm.store.interface import CallStore
 
 log = logging.getLogger("pbxcrm.survey")
 
@@ -27,7 +27,7 @@ class SurveySpoolReader:
     def __init__(
         self,
         path: Path,
-        store: AnyStore,
+        store: CallStore,
         record: Callable[[SurveyResult], Awaitable[None]],
         pbx_id: str = "default",
     ) -> None:

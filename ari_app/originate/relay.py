@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 
-from ari_app.originate.service import OriginateService, StoreOriginateLog
+from ari_app.originate.record_log import StoreOriginateLog
+from ari_app.originate.service import OriginateService
 
 log = logging.getLogger(__name__)
 

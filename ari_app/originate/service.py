@@ -16,16 +16,21 @@ import logging
 import re
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol
 
-import phonenumbers
-
-from ari_app.originate.settings import FraudRules, OriginateSettings
-from ari_app.pbx.ami.client import AmiActionTimeout, AmiConnectionLost, AmiNotConnected
+from ari_app.originate.model import (
+    FINAL_STATES,
+    OriginateBackend,
+    OriginateRecord,
+    OriginateRejected,
+    OriginateState,
+    OutcomeUnknown,
+    PbxUnavailable,
+)
+from ari_app.originate.record_log import MemoryOriginateLog, OriginateLog
+from ari_app.originate.rules import CheckedNumber, RateLimiter, check_destination
+from ari_app.originate.settings import OriginateSettings
 from ari_app.pbx.extension_owner import ExtensionOwners
 from crm.model import Call, CallEvent, EventKind
 from crm.shutdown import finish_within
@@ -36,30 +41,6 @@ audit = logging.getLogger("pbxcrm.audit")
 CALL_ID_VARIABLE = "CRM_CALL_ID"
 _ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
-
-class OriginateState(StrEnum):
-    # Taken here for an extension of another PBX; that PBX's instance sends it (originate_relay).
-    QUEUED = "queued"
-    PENDING = "pending"  # accepted, Originate not yet acknowledged by Asterisk
-    RINGING_AGENT = "ringing_agent"  # Asterisk queued it and is ringing the agent
-    CONNECTED = "connected"  # the agent answered; the dialplan now dials the client
-    AGENT_NO_ANSWER = "agent_no_answer"
-    AGENT_BUSY = "agent_busy"
-    FAILED = "failed"
-    # The call it made is over: `outcome`, `talk_seconds` and `call_id` say how it went.
-    ENDED = "ended"
-
-
-FINAL_STATES = frozenset(
-    {
-        OriginateState.CONNECTED,
-        OriginateState.AGENT_NO_ANSWER,
-        OriginateState.AGENT_BUSY,
-        OriginateState.FAILED,
-        OriginateState.ENDED,
-    }
-)
-
 # OriginateResponse `Reason` is the last control frame seen on the outgoing channel
 # (AST_CONTROL_* in Asterisk's frame.h); 0 means the channel could not be created at all.
 _REASONS: dict[str, tuple[OriginateState, str]] = {
@@ -69,249 +50,6 @@ _REASONS: dict[str, tuple[OriginateState, str]] = {
     "5": (OriginateState.AGENT_BUSY, "agent busy"),
     "8": (OriginateState.FAILED, "congestion"),
 }
-
-
-class OriginateRejected(Exception):
-    """A click-to-call request refused before anything reached the PBX."""
-
-    def __init__(self, field_name: str, message: str, *, status: int = 422) -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-        self.message = message
-        self.status = status
-
-
-class PbxUnavailable(Exception):
-    """The PBX could not take the Originate (not connected, or refused it)."""
-
-
-class OutcomeUnknown(Exception):
-    """Sent, but no answer came (timeout, connection lost): it may have run; never re-sent."""
-
-
-@dataclass(slots=True)
-class OriginateRecord:
-    id: str
-    agent_extension: str
-    number: str  # E.164
-    dial_number: str  # what went into the Originate's Exten
-    client: str
-    state: OriginateState = OriginateState.PENDING
-    reason: str | None = None
-    uniqueid: str | None = None  # the agent channel, once known
-    created_at: float = field(default_factory=time.time)
-    updated_at: float = field(default_factory=time.time)
-    source: str = "native"  # native | creatio | fixdigital
-    client_ref: str | None = None  # the CRM's own id for this request (FixDigital ClientId)
-    target_pbx_id: str | None = None  # set when queued for another PBX's instance to send
-    # Once the call it made has ended (state ENDED): the call (Linkedid), how it went
-    # (the call's disposition: answered | no-answer | busy | failed ...) and its talk time.
-    call_id: str | None = None
-    outcome: str | None = None
-    talk_seconds: float | None = None
-    ended_at: float | None = None
-
-    def public(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["state"] = self.state.value
-        return data
-
-
-class OriginateBackend(Protocol):
-    """Sends one Originate action; must never send it twice (even across a reconnect)."""
-
-    async def originate(self, action: dict[str, str], *, timeout: float) -> Mapping[str, str]: ...
-
-
-class AmiOriginateBackend:
-    """OriginateBackend over the AMI client (`ari_app.pbx.ami.client.AmiClient`)."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-
-    async def originate(self, action: dict[str, str], *, timeout: float) -> Mapping[str, str]:
-        try:
-            response = await self._client.originate(action, timeout=timeout)
-        except AmiNotConnected as exc:
-            raise PbxUnavailable(str(exc)) from exc
-        except (AmiActionTimeout, AmiConnectionLost) as exc:
-            raise OutcomeUnknown(str(exc)) from exc
-        frame = getattr(response, "response", response)
-        if not isinstance(frame, Mapping):
-            raise PbxUnavailable(f"unexpected AMI answer {type(response).__name__}")
-        return frame
-
-
-class OriginateLog(Protocol):
-    """Where originate records live (the store's `originates` table, or memory in tests)."""
-
-    async def save(self, record: OriginateRecord) -> None: ...
-
-    async def load(self, originate_id: str) -> OriginateRecord | None: ...
-
-    def forget(self, originate_id: str) -> None:
-        """The service let go of a finished record: drop what is kept in memory for it."""
-
-
-class MemoryOriginateLog:
-    def __init__(self) -> None:
-        self.records: dict[str, OriginateRecord] = {}
-
-    async def save(self, record: OriginateRecord) -> None:
-        self.records[record.id] = record
-
-    async def load(self, originate_id: str) -> OriginateRecord | None:
-        return self.records.get(originate_id)
-
-    def forget(self, originate_id: str) -> None:
-        self.records.pop(originate_id, None)  # memory is all it has: bounded like the service
-
-
-class StoreOriginateLog:
-    """OriginateLog over the store's `originates` table (crm.store.sqlite.Store).
-
-    The first save inserts the row (with the whole record as request_json); later saves move
-    its state. A pbxcrm restart keeps answering `GET /api/v1/originate/{id}` from here.
-    """
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self._saved: set[str] = set()
-
-    async def save(self, record: OriginateRecord) -> None:
-        if record.id not in self._saved:
-            self._saved.add(record.id)
-            await self._store.save_originate(
-                record.id,
-                agent_extension=record.agent_extension,
-                number=record.number,
-                state=record.state.value,
-                reason=record.reason,
-                request=record.public(),
-                target_pbx_id=record.target_pbx_id,
-            )
-        elif record.state is OriginateState.ENDED:
-            # The outcome lives in request_json with the rest of the record.
-            await self._store.update_originate(
-                record.id, state=record.state.value, reason=record.reason,
-                request=record.public(),
-            )
-        else:
-            await self._store.update_originate(
-                record.id, state=record.state.value, reason=record.reason
-            )
-
-    def forget(self, originate_id: str) -> None:
-        self._saved.discard(originate_id)  # the row stays in the store; GET reads it there
-
-    async def load(self, originate_id: str) -> OriginateRecord | None:
-        row = await self._store.get_originate(originate_id)
-        if row is None:
-            return None
-        # The row exists: a later save of this record must update it, not insert it again.
-        self._saved.add(row.id)
-        return _record_from_row(row)
-
-    async def claim_queued(
-        self, pbx_id: str, *, max_age_seconds: float, limit: int = 20
-    ) -> list[OriginateRecord]:
-        """Requests other instances queued for `pbx_id`, now claimed by this instance only."""
-        rows = await self._store.claim_originates(
-            pbx_id, max_age_seconds=max_age_seconds, limit=limit
-        )
-        records = []
-        for row in rows:
-            self._saved.add(row.id)
-            records.append(_record_from_row(row))
-        return records
-
-
-def _record_from_row(row: Any) -> OriginateRecord:
-    """An OriginateRecord from a crm.store.sqlite.OriginateRecord row (request_json holds the
-    rest)."""
-    data = dict(row.request or {})
-    return OriginateRecord(
-        id=row.id,
-        agent_extension=row.agent_extension or "",
-        number=row.number or "",
-        dial_number=str(data.get("dial_number", "")),
-        client=str(data.get("client", "")),
-        state=OriginateState(row.state),
-        reason=row.reason,
-        uniqueid=data.get("uniqueid"),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        source=str(data.get("source", "native")),
-        client_ref=data.get("client_ref"),
-        target_pbx_id=getattr(row, "target_pbx_id", None),
-        call_id=data.get("call_id"),
-        outcome=data.get("outcome"),
-        talk_seconds=data.get("talk_seconds"),
-        ended_at=data.get("ended_at"),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class CheckedNumber:
-    e164: str
-    dial: str
-
-
-def check_destination(number: str, rules: FraudRules) -> CheckedNumber:
-    """Normalise a client number and apply the destination rules; raises OriginateRejected."""
-    raw = number.strip()
-    if not raw or len(raw) > 32 or not re.fullmatch(r"[0-9+()\-. ]+", raw):
-        raise OriginateRejected("number", "not a phone number")
-    try:
-        parsed = phonenumbers.parse(raw, rules.default_region)
-    except phonenumbers.NumberParseException:
-        raise OriginateRejected("number", "not a phone number") from None
-    if not phonenumbers.is_valid_number(parsed):
-        raise OriginateRejected("number", "not a valid phone number")
-    # The region, not the calling code: +7 7xx is Kazakhstan, +7 9xx Russia.
-    region = phonenumbers.region_code_for_number(parsed) or "ZZ"
-    if region not in rules.allowed_regions:
-        raise OriginateRejected(
-            "number", f"destination country {region} is not allowed", status=403
-        )
-    kind = phonenumbers.number_type(parsed)
-    for name in rules.blocked_types_in(region):
-        if kind == getattr(phonenumbers.PhoneNumberType, name):
-            raise OriginateRejected(
-                "number", f"{name.lower().replace('_', ' ')} numbers are blocked", status=403
-            )
-    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    for prefix in rules.blocked_prefixes:
-        if e164.startswith(prefix):
-            raise OriginateRejected("number", "destination range is blocked", status=403)
-    if rules.dial_format == "e164":
-        dial = e164
-    elif rules.dial_format == "e164_digits":
-        dial = e164[1:]
-    else:
-        national = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
-        dial = re.sub(r"\D", "", national)
-    return CheckedNumber(e164=e164, dial=rules.dial_prefix + dial)
-
-
-class RateLimiter:
-    """Sliding one-minute window per key; small and in-memory (one pbxcrm process)."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        # Oldest first: expired hits leave from the left, so a call costs O(expired), not
-        # O(hits in the window) (a list rebuilt per call was 23% of click-to-call's CPU).
-        self._hits: dict[str, deque[float]] = {}
-
-    def allow(self, key: str, per_minute: int) -> bool:
-        now = self._clock()
-        hits = self._hits.setdefault(key, deque())
-        while hits and now - hits[0] >= 60.0:
-            hits.popleft()
-        allowed = len(hits) < per_minute
-        if allowed:
-            hits.append(now)
-        return allowed
 
 
 class OriginateService:

@@ -12,7 +12,8 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from crm.store.interface import CallStore
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def parse_extension_range(text: str) -> ExtensionRange:
 class ExtensionOwners:
     """Answers "which pbx_id owns extension X" from the shared store (SQLite or PostgreSQL)."""
 
-    def __init__(self, store: Any, pbx_id: str, ranges: Sequence[str]) -> None:
+    def __init__(self, store: CallStore, pbx_id: str, ranges: Sequence[str]) -> None:
         self._store = store
         self.pbx_id = pbx_id
         self.ranges = [parse_extension_range(text) for text in ranges]

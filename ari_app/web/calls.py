@@ -112,8 +112,7 @@ async def list_calls(request: web.Request) -> web.Response:
     limit_cap = deps.settings.http.history_max_limit
     if params.limit > limit_cap:
         return field_error(422, "limit", f"must be at most {limit_cap}")
-    reader = getattr(deps.store, "reader", None)
-    if reader is None:
+    if deps.store is None:
         return json_error(503, "call history is not available")
     query = HistoryQuery(
         number=params.number,
@@ -125,7 +124,7 @@ async def list_calls(request: web.Request) -> web.Response:
     )
     region = deps.settings.http.originate.fraud.default_region
     try:
-        page = await query_calls(reader, query, region=region)
+        page = await query_calls(deps.store.reader, query, region=region)
     except HistoryError as exc:
         return field_error(422, exc.field, exc.message)
     rows = [row.as_dict() for row in page.calls]

@@ -16,13 +16,13 @@ if TYPE_CHECKING:
     from ari_app.calls.recording_links import RecordingLinkSigner
     from ari_app.originate.service import OriginateService
     from crm.recordings.library import RecordingLibrary
-    from crm.store.factory import AnyStore
+    from crm.store.interface import CallStore
 
 
 @dataclass(slots=True)
 class HttpDeps:
     settings: Settings  # the root settings: [http] plus [calls] (recording_dir) and [pbx] id
-    store: AnyStore | None = None  # history reads through its read connection
+    store: CallStore | None = None  # history reads through its read connection
     originate_service: OriginateService | None = None  # None: click-to-call answers 503
     lookup: Any | None = None
     metrics_registry: CollectorRegistry | None = None  # None: prometheus_client's default

@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from ari_app.originate.service import OriginateRecord, OriginateRejected, PbxUnavailable
+from ari_app.originate.model import OriginateRecord, OriginateRejected, PbxUnavailable
 from ari_app.web.auth import current_client
 from ari_app.web.deps import DEPS_KEY
 from ari_app.web.errors import field_error, json_error

@@ -3,7 +3,7 @@
 They are safe while `pbxcrm run` is running on the same store: writes go through this
 process's own store writer (SQLite serialises the two processes; PostgreSQL's rows are
 claimed with leases), and the running outbox sees retried rows at its next poll. Both
-backends answer the same calls (`requeue_dead`, `purge_deliveries`, `reader`).
+backends answer the same calls (crm.store.interface.CallStore).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from crm.store.factory import AnyStore
+from crm.store.interface import CallStore
 
 STATES = ("pending", "done", "dead")
 _PURGEABLE = ("done", "dead")
@@ -35,7 +35,7 @@ def _check_state(state: str | None) -> None:
 
 
 async def list_deliveries(
-    store: AnyStore,
+    store: CallStore,
     state: str | None = None,
     adapter: str | None = None,
     limit: int = 50,
@@ -84,7 +84,7 @@ async def list_deliveries(
     return result
 
 
-async def retry(store: AnyStore, ids: Sequence[int] | None = None) -> int:
+async def retry(store: CallStore, ids: Sequence[int] | None = None) -> int:
     """Send dead deliveries again with a fresh set of attempts: the given ids, or all dead.
 
     Returns how many rows were re-queued. Done and pending rows are left alone.
@@ -95,7 +95,9 @@ async def retry(store: AnyStore, ids: Sequence[int] | None = None) -> int:
     return await store.requeue_dead(ids)
 
 
-async def purge(store: AnyStore, state: str = "done", older_than_seconds: float = 7 * 86400) -> int:
+async def purge(
+    store: CallStore, state: str = "done", older_than_seconds: float = 7 * 86400
+) -> int:
     """Delete done (or dead) deliveries finished more than `older_than_seconds` ago.
 
     Pending rows are never purged: they are deliveries still owed to a CRM. The calls and

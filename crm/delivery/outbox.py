@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from sqlite3 import Row
 from typing import Any
 
-import aiosqlite
 from pydantic import ValidationError
 
 from crm.backoff import exponential_ceiling, jittered
@@ -40,7 +39,7 @@ from crm.metrics import deliveries_total, outbox_depth
 from crm.model import CallEvent
 from crm.secrets import redact
 from crm.shutdown import cancel_and_wait, finish_within
-from crm.store.interface import LocalDeliveries, SharedDeliveries
+from crm.store.interface import DeliveryStore, LocalDeliveries, OutboxReader, SharedDeliveries
 from crm.store.settings import OutboxSettings
 
 log = logging.getLogger(__name__)
@@ -90,7 +89,7 @@ class Outbox:
 
     def __init__(
         self,
-        store: LocalDeliveries | SharedDeliveries,
+        store: DeliveryStore,
         adapters: Mapping[str, Adapter],
         settings: OutboxSettings,
         *,
@@ -113,7 +112,7 @@ class Outbox:
         # without a claim query (at saturation that query ran once per delivery).
         self._ready: dict[str, deque[_Row]] = {name: deque() for name in self._adapters}
         self._depth_refreshed_at = 0.0
-        self._reader: aiosqlite.Connection | None = None
+        self._reader: OutboxReader | None = None
         # A store shared by several pbxcrm instances (PostgreSQL) claims rows in the database
         # with a lease held by this owner id; SQLite's single process tracks them in memory.
         self._shared_store: SharedDeliveries | None = None

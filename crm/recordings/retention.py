@@ -20,6 +20,7 @@ from typing import Any
 
 from crm.recordings.library import ERROR_SUFFIX, RecordingLibrary
 from crm.recordings.names import SOURCE_SUFFIXES
+from crm.store.interface import CallStore
 
 log = logging.getLogger("pbxcrm.recordings")
 
@@ -86,7 +87,7 @@ def _kind(library: RecordingLibrary, root: Path, name: str) -> str | None:
     return "original"
 
 
-async def pending_names(library: RecordingLibrary, store: Any) -> set[str]:
+async def pending_names(library: RecordingLibrary, store: CallStore) -> set[str]:
     """The names (original and served) of recordings whose call still has a delivery owed."""
     rows = await store.reader.execute_fetchall(_PINNED_SQL)
     names: set[str] = set()
@@ -103,7 +104,7 @@ def _owner(stored: StoredFile) -> str:
 
 
 async def sweep(
-    library: RecordingLibrary, store: Any, now: float, keep_days: float | None = None
+    library: RecordingLibrary, store: CallStore, now: float, keep_days: float | None = None
 ) -> SweepReport:
     keep = library.settings.keep_days if keep_days is None else keep_days
     pending = await pending_names(library, store)
@@ -149,7 +150,7 @@ def _delete_expired(
     return report
 
 
-async def list_files(library: RecordingLibrary, store: Any) -> list[dict[str, Any]]:
+async def list_files(library: RecordingLibrary, store: CallStore) -> list[dict[str, Any]]:
     """Oldest first, as `pbxcrm recordings list` prints them."""
     pending = await pending_names(library, store)
     rows = []

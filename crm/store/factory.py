@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from crm.store.interface import CallStore
 from crm.store.postgres import PgStore
 from crm.store.settings import StoreSettings
 from crm.store.sqlite import Store
-
-AnyStore = Store | PgStore
 
 
 def backend_of(settings: StoreSettings) -> str:
@@ -26,7 +25,7 @@ def backend_of(settings: StoreSettings) -> str:
     )
 
 
-async def open_store(settings: StoreSettings, *, now: Callable[[], float] = time.time) -> AnyStore:
+async def open_store(settings: StoreSettings, *, now: Callable[[], float] = time.time) -> CallStore:
     if backend_of(settings) == "postgresql":
         return await PgStore.open(settings, now=now)
     return await Store.open(settings, now=now)

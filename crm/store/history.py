@@ -15,10 +15,10 @@ import math
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-import aiosqlite
 import phonenumbers
 
 from crm.numbers import digits_only, normalize, number_variants
+from crm.store.interface import QmarkReader
 
 MAX_LIMIT = 10_000
 
@@ -120,7 +120,7 @@ def decode_cursor(cursor: str) -> tuple[float, str, str]:
         raise HistoryError("cursor", "not a cursor this server issued") from None
 
 
-async def query_calls(db: aiosqlite.Connection, query: HistoryQuery, *, region: str) -> HistoryPage:
+async def query_calls(db: QmarkReader, query: HistoryQuery, *, region: str) -> HistoryPage:
     """One page of calls matching `query`, newest first; `next_cursor` None on the last page."""
     if not 1 <= query.limit <= MAX_LIMIT:
         raise HistoryError("limit", f"must be between 1 and {MAX_LIMIT}")

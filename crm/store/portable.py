@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 from abc import abstractmethod
-from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar, Protocol
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from crm.dialects.base import Adapter
 from crm.model import Call, CallEvent
+from crm.store.interface import QmarkReader
 from crm.store.rows import (
     CALL_COLUMNS,
     ORIGINATE_COLUMNS,
@@ -62,12 +63,6 @@ def claim_queued_sql(row_lock: str = "") -> str:
         " (SELECT id FROM originates WHERE target_pbx_id = ? AND state = 'queued'"
         f" ORDER BY created_at LIMIT ?{row_lock}) RETURNING {ORIGINATE_COLUMNS}"
     )
-
-
-class QmarkReader(Protocol):
-    """A read connection that takes `?` placeholders (aiosqlite's, or the PostgreSQL PgReader)."""
-
-    async def execute_fetchall(self, sql: str, params: Params = ..., /) -> Iterable[Any]: ...
 
 
 class PortableStore(StoreWriter[C]):

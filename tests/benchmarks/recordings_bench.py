@@ -87,7 +87,7 @@ def conversion_cost(tmp: Path, minutes: float) -> tuple[list[Figure], list[Check
 
 def burst_stream(calls: int) -> bytes:
     """The recorded call `calls` times (own ids), each naming its own MixMonitor file."""
-    from ari_app.app.fake_pbx import replicate
+    from tests.fakes.ami_streams import replicate
 
     stream = replicate(CALL, calls)
     per_call = CALL.read_bytes().count(RECORDED_NAME)
@@ -188,8 +188,8 @@ def bench_settings(tmp: Path, pbx_port: int, crm_url: str, fmt: str) -> Any:
 
 
 async def burst(tmp: Path, fmt: str, calls: int, minutes: float) -> dict[str, Any]:
-    from ari_app.app.fake_pbx import FakePbx
     from ari_app.app.service import Service
+    from tests.fakes.ami_pbx import FakePbx
 
     monitor = tmp / "monitor"
     monitor.mkdir(parents=True)

@@ -1,8 +1,9 @@
 """AMI byte streams for the benchmarks, made from the recorded calls, and what they must yield.
 
-`ari_app.app.fake_pbx.replicate()` gives every copy of the recordings its own Uniqueids, Linkedids
-and channel names; the copies are then interleaved frame by frame in groups, so that a group's
-calls are all in progress at once (a busy PBX), while each call's own frames keep their order.
+`tests.fakes.ami_streams.replicate()` gives every copy of the recordings its own Uniqueids,
+Linkedids and channel names; the copies are then interleaved frame by frame in groups, so that a
+group's calls are all in progress at once (a busy PBX), while each call's own frames keep their
+order.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ari_app.app.fake_pbx import replicate
 from ari_app.calls.rules import CallRules
 from ari_app.calls.tracker import CallTracker
 from ari_app.pbx.ami.events import PbxClock, frame_to_event, tracked_frame_filter
 from ari_app.pbx.ami.frames import parse_frames
 from crm.model import EventKind
+from tests.fakes.ami_streams import replicate
 from tests.recordings import ami_path
 
 SEP = b"\r\n\r\n"

@@ -15,10 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ari_app.app.fake_pbx import FakePbx
 from ari_app.app.service import Service
 from ari_app.app.settings import Settings
 from crm.model import Call, CallEvent, Direction, Disposition, EventKind
+from tests.fakes.ami_pbx import FakePbx
 from tests.fakes.crm_dbn import FakeDbn
 from tests.fakes.crm_server import FakeCrm
 from tests.recordings import ami_path

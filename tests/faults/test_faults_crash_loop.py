@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ari_app.app.demo import demo_recording
-from ari_app.app.fake_pbx import FakePbx
 from ari_app.app.settings import Settings
 from crm.model import CallEvent
+from tests.fakes.ami_pbx import FakePbx
 from tests.faults.support import (
     AMI_PASSWORD,
     SOAK,

@@ -22,7 +22,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ari_app.app.fake_pbx import RECONNECT_MARKER, FakePbx, split_connections
+from ari_app.app.fake_pbx import RECONNECT_MARKER, split_connections
 from ari_app.app.service import Service
 from ari_app.app.settings import Settings
 from ari_app.calls.rules import CallRules
@@ -30,6 +30,7 @@ from ari_app.calls.tracker import CallTracker
 from ari_app.pbx.ami.events import PbxClock, frame_to_event
 from ari_app.pbx.channel_events import PbxDisconnected
 from crm.model import CallEvent, EventKind
+from tests.fakes.ami_pbx import FakePbx
 from tests.fakes.crm_server import FakeCrm
 from tests.faults.support import query, wait_for
 from tests.recordings import AMI_DIR, ami_path, recorded_frames

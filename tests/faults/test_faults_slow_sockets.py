@@ -17,8 +17,8 @@ from pathlib import Path
 
 import aiohttp
 
-from ari_app.app.fake_pbx import FakePbx
 from ari_app.app.settings import Settings
+from tests.fakes.ami_pbx import FakePbx
 from tests.faults.support import AMI_PASSWORD, rss_bytes, wait_for
 from tests.recordings import ami_path
 

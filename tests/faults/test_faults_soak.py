@@ -8,7 +8,7 @@ so a lagging generator looks like a lagging pbxcrm (a 120 s in-process soak trip
 AMI ping watchdog that way) and the memory sampled is the generators' too.
 
 Around it: a small AMI server in this file streams waves of the recorded call
-`inbound_answered_caller_hangs_up`: each wave is SOAK_CALLS copies (fake_pbx.replicate: distinct
+`inbound_answered_caller_hangs_up`: each wave is SOAK_CALLS copies (ami_streams.replicate: distinct
 Uniqueids, channel names and bridge ids), all set up first (SOAK_CALLS calls up at once), then
 all hung up; each wave gets fresh Uniqueids. Meanwhile the recorded `caller_check` and `survey`
 FastAGI sessions run in a loop, and HTTP clients ask for call history, metrics and health.
@@ -36,9 +36,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from ari_app.app.fake_pbx import replicate
 from ari_app.app.settings import Settings
 from tests.fakes.agi_asterisk import fastagi_session, load_recording
+from tests.fakes.ami_streams import replicate
 from tests.fakes.crm_server import FakeCrm
 from tests.faults.support import SOAK, rss_bytes, wait_for
 from tests.recordings import ami_path

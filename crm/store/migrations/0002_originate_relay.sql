@@ -1,5 +1,5 @@
 -- Click-to-call across instances sharing one store: which PBX owns which extensions, and
--- requests queued for the instance beside another PBX (issue 11).
+-- requests queued for the instance beside another PBX (docs/originate-relay.md).
 
 -- Each instance replaces its own rows at start from `[pbx] extensions`.
 CREATE TABLE pbx_extensions (

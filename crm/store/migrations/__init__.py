@@ -4,7 +4,7 @@ Each file runs in its own transaction together with the `schema_version` row tha
 it, so a crash mid-migration leaves the database at the previous version, never half-way.
 
 The SQLite runner lives here; finding the files and applying the pending ones in order is
-shared with the PostgreSQL runner (crm/migrations_pg), which only brings its own transaction.
+shared with the PostgreSQL runner (crm/store/migrations_pg), which only brings its own transaction.
 """
 
 from __future__ import annotations
