@@ -215,6 +215,43 @@ def test_header_rule_looks_at_the_named_header_only():
     assert not rule.matches(b"Event: VarSet\nValue: x")
 
 
+def _first_header_value(raw: bytes, header: bytes) -> bytes | None:
+    """What a header rule must look at, read the plain way: the first `Header: ` line."""
+    for line in raw.split(b"\n")[1:]:
+        if line.startswith(header + b": "):
+            return line[len(header) + 2 :].removesuffix(b"\r")
+    return None
+
+
+_RULE_TEXT = st.sampled_from(
+    [b"DIALSTATUS", b"_DIALSTATUS", b"__CRM_X", b"CRM_", b"CRM", b"SURVEY_1", b"DIALSTATUSX",
+     b"XDIALSTATUS", b"", b"_", b"\r", b" ", b"Variable: DIALSTATUS", b"\n", b"Value"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    lines=st.lists(
+        st.tuples(st.sampled_from([b"Variable", b"Value", b"Channel", b"variable"]),
+                  st.lists(_RULE_TEXT, max_size=3).map(b"".join)),
+        max_size=5,
+    ),
+    eol=st.sampled_from([b"\n", b"\r\n"]),
+)
+def test_a_header_rule_decides_as_a_plain_read_of_the_first_such_header(
+    lines: list[tuple[bytes, bytes]], eol: bytes
+) -> None:
+    # The rule rules most frames out with one regex before reading the header: it must never
+    # rule out a frame whose first Variable line it wants.
+    rule = HeaderRule("Variable", frozenset({"DIALSTATUS"}), ("CRM_", "SURVEY_"),
+                      strip_underscores=True)
+    raw = eol.join([b"Event: VarSet", *(name + b": " + value for name, value in lines)])
+    value = _first_header_value(raw, b"Variable")
+    bare = None if value is None else value.lstrip(b"_")
+    want = bare is not None and (bare == b"DIALSTATUS" or bare.startswith((b"CRM_", b"SURVEY_")))
+    assert rule.matches(raw) is want
+
+
 def test_every_event_the_tracker_maps_is_one_the_frame_reader_parses() -> None:
     from ari_app.pbx.ami.events import EVENT_MAPPERS, TRACKED_EVENTS
 

@@ -9,6 +9,7 @@ splitting the rest. Only wanted frames become a `dict[str, str]`.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -38,17 +39,32 @@ class HeaderRule:
     _needle: bytes = field(init=False, repr=False, compare=False)
     _values: frozenset[bytes] = field(init=False, repr=False, compare=False)
     _prefixes: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+    _candidate: re.Pattern[bytes] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         def norm(name: str) -> bytes:
             return (name.lstrip("_") if self.strip_underscores else name).encode()
 
-        object.__setattr__(self, "_needle", b"\n" + self.header.encode() + b": ")
-        object.__setattr__(self, "_values", frozenset(norm(v) for v in self.values))
-        object.__setattr__(self, "_prefixes", tuple(norm(p) for p in self.prefixes))
+        needle = b"\n" + self.header.encode() + b": "
+        values = frozenset(norm(v) for v in self.values)
+        prefixes = tuple(norm(p) for p in self.prefixes)
+        object.__setattr__(self, "_needle", needle)
+        object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "_prefixes", prefixes)
+        # Most frames a rule sees are unwanted (VarSet of every variable the dialplan sets):
+        # one regex search, in C, rules them out when no line of this header could match.
+        # It finds any line that would, so a miss is a sure no; a hit is checked exactly.
+        head = re.escape(needle) + (b"_*" if self.strip_underscores else b"")
+        whole = [head + b"(?:" + b"|".join(map(re.escape, sorted(values))) + b")\r?(?:\n|$)"]
+        starts = [head + b"(?:" + b"|".join(map(re.escape, prefixes)) + b")"]
+        alternatives = (whole if values else []) + (starts if prefixes else [])
+        candidate = re.compile(b"|".join(alternatives)) if alternatives else None
+        object.__setattr__(self, "_candidate", candidate)
 
     def matches(self, raw: bytes) -> bool:
         """`raw` is one LF-separated frame; looks at the first occurrence of the header only."""
+        if self._candidate is None or self._candidate.search(raw) is None:
+            return False
         start = raw.find(self._needle)
         if start < 0:
             return False
