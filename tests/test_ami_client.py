@@ -134,10 +134,14 @@ async def test_the_client_reconnects_after_the_server_drops_and_greets_again(sce
     assert [a["Action"] for a in pbx.received_actions] == ["Login", "Login", "Logoff"]
 
 
-async def test_core_show_channels_and_status_return_the_recorded_channel_lists():
+@pytest.mark.parametrize("filtered", [False, True], ids=["all-events", "tracked-events"])
+async def test_core_show_channels_and_status_return_the_recorded_channel_lists(
+    filtered: bool,
+) -> None:
+    # Tracked events only: `Status` is not one, yet its list must still reach the action.
     seen = Collector()
     async with FakePbx(recording("mid_call_connect_reconcile")) as pbx:
-        client = client_for(pbx, seen)
+        client = client_for(pbx, seen, tracked_frame_filter() if filtered else None)
         await client.start()
         await client.wait_connected(timeout=5)
         channels = await client.send_action({"Action": "CoreShowChannels"})

@@ -153,6 +153,16 @@ def test_responses_and_events_answering_an_action_are_always_delivered():
     ]
 
 
+def test_unwanted_events_with_an_action_id_are_dropped_while_no_action_can_be_answered():
+    data = recording("mid_call_connect_reconcile").read_bytes()
+    reader = FrameReader(FrameFilter([]))
+    reader.action_events = False
+    frames = reader.feed(data) + reader.feed(b"\r\n\r\n")
+    assert [f.get("Event", f.get("Response")) for f in frames] == [
+        "Success", "Success", "Success", "Goodbye"
+    ]
+
+
 def test_filter_decides_the_same_on_parsed_frames():
     for frame in parse_frames(BUSY):
         expected = frame in parse_frames(BUSY, TRACKED)

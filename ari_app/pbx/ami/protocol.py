@@ -192,6 +192,9 @@ class AmiProtocol(AMIProtocol):
         abandoned = self.abandoned
         on_frame = self.on_frame
         shutdown = False
+        # An action sent while these frames are handled is answered in a later read at the
+        # earliest, so whether any can be answered is known before this one is read.
+        self.reader.action_events = bool(responses or abandoned)
         for frame in self.reader.feed(data):
             if responses or abandoned:
                 action_id = frame.get("ActionID")
