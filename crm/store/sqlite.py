@@ -20,8 +20,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,8 @@ from crm.store.rows import digits_only as digits_only
 from crm.store.rows import iso_utc as iso_utc
 from crm.store.rows import remote_number_of as remote_number_of
 from crm.store.settings import StoreSettings
-from crm.store.writer import Params, Write
+from crm.store.sqlite_thread import SqliteThread
+from crm.store.writer import Params, StatementsWrite, Write, grouped
 from crm.store.writer import StoreClosedError as StoreClosedError  # re-exported too
 
 log = logging.getLogger(__name__)
@@ -114,7 +117,7 @@ def _insert_outbox_rows_sql(rows: int) -> str:
     )
 
 
-class Store(PortableStore[aiosqlite.Connection]):
+class Store(PortableStore[SqliteThread]):
     """Open with `await Store.open(settings)`; close with `await store.close()`."""
 
     _upsert_call_sql = UPSERT_CALL_SQL
@@ -150,7 +153,7 @@ class Store(PortableStore[aiosqlite.Connection]):
     def __init__(
         self,
         settings: StoreSettings,
-        writer: aiosqlite.Connection,
+        writer: SqliteThread,
         reader: aiosqlite.Connection,
         now: Callable[[], float],
     ) -> None:
@@ -164,19 +167,26 @@ class Store(PortableStore[aiosqlite.Connection]):
     async def open(cls, settings: StoreSettings, *, now: Callable[[], float] = time.time) -> Store:
         path = Path(settings.path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await _connect(path, settings)
+        setup = await _connect(path, settings)
         try:
-            mode = await _scalar(writer, "PRAGMA journal_mode=WAL")
+            mode = await _scalar(setup, "PRAGMA journal_mode=WAL")
             if str(mode).lower() != "wal":
                 raise RuntimeError(f"{path}: SQLite refused WAL mode (journal_mode={mode})")
-            await writer.execute("PRAGMA foreign_keys=ON")
-            await migrate(writer)
+            await migrate(setup)
+        finally:
+            await setup.close()
+        writer = await SqliteThread.open(
+            path,
+            timeout_seconds=settings.busy_timeout_ms / 1000.0,
+            pragmas=[*_pragmas(settings), "PRAGMA foreign_keys=ON"],
+        )
+        try:
             reader = await _connect(path, settings)
+            # The reader must never write: a stray write there would bypass group commit.
+            await reader.execute("PRAGMA query_only=ON")
         except BaseException:
             await writer.close()
             raise
-        # The reader must never write: a stray write there would bypass group commit.
-        await reader.execute("PRAGMA query_only=ON")
         log.info("store: opened %s (synchronous=%s)", path, settings.synchronous)
         return cls(settings, writer, reader, now)
 
@@ -264,8 +274,8 @@ class Store(PortableStore[aiosqlite.Connection]):
             sql += " AND id IN (SELECT value FROM json_each(?))"
             params.append(json.dumps([int(value) for value in ids]))
 
-        async def requeue(conn: aiosqlite.Connection) -> int:
-            return (await conn.execute(sql, params)).rowcount
+        async def requeue(conn: SqliteThread) -> int:
+            return await self._execute_counting(conn, sql, tuple(params))
 
         # adds_outbox_rows: the running outbox in this process (if any) looks at once.
         return await self.write(requeue, adds_outbox_rows=True)
@@ -273,44 +283,97 @@ class Store(PortableStore[aiosqlite.Connection]):
     # -- the writer ---------------------------------------------------------------------------
 
     async def _transaction(self, batch: list[Write]) -> list[Any]:
-        conn = self._writer
-        # IMMEDIATE: take the write lock now, so another process (the admin CLI) makes us
-        # wait at BEGIN (busy_timeout) instead of failing half-way through.
-        await conn.execute("BEGIN IMMEDIATE")
+        if all(isinstance(op, StatementsWrite) for op in batch):
+            # The usual batch (call steps, snapshots, outbox outcomes): one hop to the thread.
+            await self._writer.run(partial(_commit, self._plan(batch)))
+            return [None] * len(batch)
+        # Writes that need results run in turn, each a hop, inside one transaction.
+        await self._writer.run(_begin)
         try:
             results = await self._run_batch(batch)
-            await conn.execute("COMMIT")
+            await self._writer.run(_commit_open)
         except BaseException:
-            if conn.in_transaction:
-                await conn.execute("ROLLBACK")
+            await self._writer.run(_rollback_open)
             raise
         return results
 
-    async def _execute(self, sql: str, params: Params) -> None:
-        await self._writer.execute(sql, params)
+    def _plan(self, batch: list[Write]) -> list[tuple[str, list[Params]]]:
+        """The batch's statements in commit order, as (sql, rows) to run with executemany."""
+        statements = [statement for op in batch for statement in op.statements]  # type: ignore[union-attr]
+        plan: list[tuple[str, list[Params]]] = []
+        for sql, rows in grouped(statements):
+            plan.extend(self._statements_for(sql, rows))
+        return plan
 
-    async def _execute_many(self, sql: str, rows: list[Params]) -> None:
+    def _statements_for(self, sql: str, rows: list[Params]) -> list[tuple[str, list[Params]]]:
         multi_row = self._multi_row_forms.get(sql)
-        if multi_row is None:
-            await self._writer.executemany(sql, rows)
-            return
+        if multi_row is None or len(rows) == 1:
+            return [(sql, rows)]
         size = _ROWS_PER_STATEMENT
         whole = len(rows) - len(rows) % size
+        out: list[tuple[str, list[Params]]] = []
         if whole:
-            chunks = (list(chain.from_iterable(rows[i : i + size])) for i in range(0, whole, size))
-            await self._writer.executemany(multi_row(size), chunks)
+            chunks = [tuple(chain.from_iterable(rows[i : i + size])) for i in range(0, whole, size)]
+            out.append((multi_row(size), chunks))
         if whole < len(rows):
-            rest = rows[whole:]
-            await self._writer.execute(multi_row(len(rest)), list(chain.from_iterable(rest)))
+            out.append((multi_row(len(rows) - whole), [tuple(chain.from_iterable(rows[whole:]))]))
+        return out
 
-    async def _execute_counting(self, conn: aiosqlite.Connection, sql: str, params: Params) -> int:
-        return (await conn.execute(sql, params)).rowcount
+    async def _execute(self, sql: str, params: Params) -> None:
+        await self._writer.run(lambda conn: conn.execute(sql, params))
+
+    async def _execute_many(self, sql: str, rows: list[Params]) -> None:
+        plan = self._statements_for(sql, rows)
+        await self._writer.run(partial(_run_plan, plan))
+
+    async def _execute_counting(self, conn: SqliteThread, sql: str, params: Params) -> int:
+        return await conn.run(lambda c: c.execute(sql, params).rowcount)
 
     async def _execute_returning(
-        self, conn: aiosqlite.Connection, sql: str, params: Params
+        self, conn: SqliteThread, sql: str, params: Params
     ) -> list[tuple[Any, ...]]:
-        cursor = await conn.execute(sql, params)
-        return [tuple(row) for row in await cursor.fetchall()]
+        return await conn.run(lambda c: [tuple(row) for row in c.execute(sql, params)])
+
+
+# Run on the writer's thread (SqliteThread.run). IMMEDIATE: take the write lock at BEGIN, so
+# another process (the admin CLI) makes us wait there (busy_timeout) instead of failing half-way.
+def _begin(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+
+
+def _commit_open(conn: sqlite3.Connection) -> None:
+    conn.execute("COMMIT")
+
+
+def _rollback_open(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _run_plan(plan: list[tuple[str, list[Params]]], conn: sqlite3.Connection) -> None:
+    for sql, rows in plan:
+        if len(rows) == 1:
+            conn.execute(sql, rows[0])
+        else:
+            conn.executemany(sql, rows)
+
+
+def _commit(plan: list[tuple[str, list[Params]]], conn: sqlite3.Connection) -> None:
+    _begin(conn)
+    try:
+        _run_plan(plan, conn)
+        _commit_open(conn)
+    except BaseException:
+        _rollback_open(conn)
+        raise
+
+
+def _pragmas(settings: StoreSettings) -> list[str]:
+    # Validated by the settings model to be NORMAL or FULL, so formatting it in is safe.
+    return [
+        f"PRAGMA busy_timeout={int(settings.busy_timeout_ms)}",
+        f"PRAGMA synchronous={settings.synchronous}",
+    ]
 
 
 async def _connect(path: Path, settings: StoreSettings) -> aiosqlite.Connection:
@@ -318,9 +381,8 @@ async def _connect(path: Path, settings: StoreSettings) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(
         path, isolation_level=None, timeout=settings.busy_timeout_ms / 1000.0
     )
-    await conn.execute(f"PRAGMA busy_timeout={int(settings.busy_timeout_ms)}")
-    # Validated by the settings model to be NORMAL or FULL, so formatting it in is safe.
-    await conn.execute(f"PRAGMA synchronous={settings.synchronous}")
+    for pragma in _pragmas(settings):
+        await conn.execute(pragma)
     return conn
 
 

@@ -76,6 +76,13 @@ class FunctionWrite(Generic[C]):
 Write = StatementsWrite | FunctionWrite[Any]
 
 
+def grouped(statements: list[Statement]) -> list[tuple[str, list[Params]]]:
+    """The statements by phase (queue order kept within one), each run of one SQL together."""
+    ordered = sorted(statements, key=lambda item: item[0])  # stable
+    runs = groupby(ordered, key=lambda item: item[1])
+    return [(sql, [item[2] for item in group]) for sql, group in runs]
+
+
 class StoreWriter(ABC, Generic[C]):
     """The queue and writer task of a store whose writer connection is a `C`."""
 
@@ -226,11 +233,7 @@ class StoreWriter(ABC, Generic[C]):
         return results
 
     async def _run_statements(self, statements: list[Statement]) -> None:
-        if not statements:
-            return
-        statements.sort(key=lambda item: item[0])  # stable: queue order kept within a phase
-        for sql, group in groupby(statements, key=lambda item: item[1]):
-            params = [item[2] for item in group]
+        for sql, params in grouped(statements):
             if len(params) == 1:
                 await self._execute(sql, params[0])
             else:
