@@ -173,8 +173,8 @@ async def read_environment(reader: asyncio.StreamReader) -> AgiEnvironment:
         raise AgiProtocolError(
             f"connection lost after {parser.lines} environment lines: {exc}"
         ) from None
-    lines = block.decode("utf-8", errors="replace").split("\n")[:-2]
-    parser.feed_lines([line.rstrip("\r") for line in lines])
+    if block:
+        parser.feed_block(block[:-1].decode("utf-8", errors="replace"))
     parser.feed("")
     return parser.result()
 

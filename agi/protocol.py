@@ -74,6 +74,11 @@ def _known(value: str) -> str:
 
 
 _ARG_KEY = re.compile(r"agi_arg_(\d+)")
+# One whole environment line as feed_lines() accepts it: the name up to the first colon is
+# ASCII without a space, one separator space is syntax, trailing CRs are not the value's.
+_ENV_LINE = re.compile(
+    r"^(agi_[\x00-\x09\x0b-\x1f\x21-\x39\x3b-\x7f]*): ?(.*?)\r*$", re.MULTILINE
+)
 
 
 @dataclass(slots=True)
@@ -82,6 +87,7 @@ class EnvParser:
 
     values: dict[str, str] = field(default_factory=dict)
     lines: int = 0
+    _args_seen: bool = False
 
     def feed(self, line: str) -> bool:
         if line == "":
@@ -94,8 +100,7 @@ class EnvParser:
         return False
 
     def feed_lines(self, lines: Sequence[str]) -> None:
-        """Lines that are all `agi_*` lines (none blank), in one loop: FastAGI reads the block
-        at once, and a call per line was a tenth of what reading it costs."""
+        """Lines that are all `agi_*` lines (none blank), in one loop."""
         if self.lines + len(lines) > MAX_ENV_LINES:
             raise AgiProtocolError(f"AGI environment longer than {MAX_ENV_LINES} lines")
         values = self.values
@@ -106,8 +111,29 @@ class EnvParser:
             # Asterisk writes "key: value"; only the single separator space is syntax.
             values[key] = value[1:] if value[:1] == " " else value
             self.lines += 1
+            if key.startswith("agi_arg_"):
+                self._args_seen = True
+
+    def feed_block(self, text: str) -> None:
+        """Whole `agi_*` lines, each ended by `\n` (FastAGI reads the block at once).
+
+        One regex pass in C instead of a partition and four checks per line in Python (a
+        tenth of a cache-hit session); when a line does not match, feed_lines() finds it and
+        raises exactly as it would have.
+        """
+        pairs = _ENV_LINE.findall(text)
+        count = text.count("\n")
+        if len(pairs) != count or self.lines + count > MAX_ENV_LINES:
+            self.feed_lines([line.rstrip("\r") for line in text.split("\n")[:-1]])
+            return
+        self.values.update(pairs)
+        self.lines += count
+        if "agi_arg_" in text:
+            self._args_seen = True
 
     def result(self) -> AgiEnvironment:
+        if not self._args_seen:
+            return AgiEnvironment(dict(self.values))
         numbered = sorted(
             (int(m.group(1)), v)
             for k, v in self.values.items()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -50,6 +51,68 @@ def test_an_environment_that_never_ends_is_cut_off():
     with pytest.raises(AgiProtocolError, match="longer than"):
         for n in range(10_000):
             parser.feed(f"agi_x{n}: y")
+
+
+def _line_by_line(lines: list[str]) -> tuple[object, ...]:
+    parser = EnvParser()
+    try:
+        for line in lines:
+            parser.feed(line.rstrip("\r"))
+    except AgiProtocolError as exc:
+        return ("error", str(exc))
+    env = parser.result()
+    return (env.values, env.args, parser.lines)
+
+
+def _as_block(lines: list[str]) -> tuple[object, ...]:
+    parser = EnvParser()
+    try:
+        parser.feed_block("".join(f"{line}\n" for line in lines))
+    except AgiProtocolError as exc:
+        return ("error", str(exc))
+    env = parser.result()
+    return (env.values, env.args, parser.lines)
+
+
+_env_value = st.text(alphabet=st.sampled_from("ab :\r\t+7é"), max_size=8)
+_env_sep = st.sampled_from([": ", ":", ":  ", ": \r", "\r:"])
+_good_env_line = st.builds(
+    lambda name, sep, value: f"agi_{name}{sep}{value}",
+    st.sampled_from(["channel", "arg_1", "arg_2", "arg_10", "arg_x", "", "x\t1"]),
+    _env_sep,
+    _env_value,
+)
+@given(st.lists(_good_env_line, min_size=1, max_size=8))
+def test_a_block_parses_exactly_as_its_lines_one_by_one(lines):
+    """FastAGI hands the whole block to one regex; classic AGI feeds it line by line."""
+    assert _as_block(lines) == _line_by_line(lines)
+
+
+def test_every_line_near_the_edge_is_judged_the_same_in_a_block():
+    """A space, a non-ASCII letter or a CR in the name, a missing prefix or colon, text
+    before the name: each alone and in the middle of the recorded environment."""
+    recorded = load_recording("survey").env.decode().split("\n")[:-2]
+    prefixes = ["agi_", "agi", "AGI_", " agi_", "\ragi_", "xagi_"]
+    names = ["x", "x y", "é", "arg_1", "arg_01", "a\tb", "a\rb", ""]
+    seps = [": ", ":", "", " ", " :", "\r:", ": \r", ":\r\r"]
+    judged = 0
+    for prefix, name, sep in itertools.product(prefixes, names, seps):
+        odd = f"{prefix}{name}{sep}v"
+        for lines in ([odd], [*recorded[:3], odd, *recorded[3:]]):
+            assert _as_block(lines) == _line_by_line(lines), lines
+            judged += 1
+    assert judged == 2 * len(prefixes) * len(names) * len(seps)
+
+
+def test_the_recorded_environment_parses_the_same_as_a_block():
+    lines = load_recording("survey").env.decode().split("\n")[:-2]
+    assert _as_block(lines) == _line_by_line(lines)
+    assert _as_block(lines)[1] == ("+79031234567", "q1")
+
+
+def test_a_block_longer_than_the_limit_is_refused():
+    with pytest.raises(AgiProtocolError, match="longer than"):
+        EnvParser().feed_block("".join(f"agi_x{n}: y\n" for n in range(300)))
 
 
 def test_a_blank_line_before_any_variable_is_a_protocol_error():

@@ -82,6 +82,7 @@ async def fastagi_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
     from agi.context import build_script_context
     from agi.fastagi import start_fastagi
     from agi.settings import AgiSettings
+    from ari_app.app.gc_tuning import settle_after_start
     from tests.benchmarks.worker import deployed_logging
 
     deployed_logging()
@@ -90,6 +91,8 @@ async def fastagi_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
     async with aiohttp.ClientSession() as http:
         context = build_script_context(settings, lookups, http)
         server = await start_fastagi(settings, context)
+        # As `pbxcrm run` (Service(settle_gc=True)) leaves the process before serving.
+        settle_after_start()
         link.send(ready={"port": server.port})
         cpu_at_ready = time.process_time()  # imports and set-up are not per session
         while (await link.command()).get("cmd") != "stop":
