@@ -27,6 +27,7 @@ FIGURE_KEYS = {
     "classic_agi_in_process_ms_per_call",
     "c2c_requests_per_s",
     "c2c_p99_ms",
+    "c2c_cpu_us_per_request",
     "outbox_deliveries_per_s",
     "outbox_drain_seconds",
     "hangup_to_crm_p99_ms",

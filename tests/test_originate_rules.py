@@ -29,6 +29,24 @@ def test_dial_format_and_prefix_come_from_config():
     assert check_destination("89161234567", rules).dial == "979161234567"
 
 
+def test_the_same_number_is_judged_by_the_rules_of_each_request():
+    """What phonenumbers says of a number is remembered; the rules and the default region
+    a request is judged by are not."""
+    number = "2025550123"  # no country code: a Washington number for US, nothing for RU
+    with pytest.raises(OriginateRejected, match="not a valid phone number"):
+        check_destination(number, FraudRules())
+    us = FraudRules(default_region="US", allowed_regions=["US"], dial_format="e164")
+    assert check_destination(number, us).dial == "+12025550123"
+    with pytest.raises(OriginateRejected, match="not a valid phone number"):
+        check_destination(number, FraudRules())
+    assert check_destination("89161234567", FraudRules()).dial == "89161234567"
+    assert check_destination("89161234567", FraudRules(dial_format="e164")).dial == "+79161234567"
+    with pytest.raises(OriginateRejected, match="range is blocked"):
+        check_destination("89161234567", FraudRules(blocked_prefixes=["+7916"]))
+    with pytest.raises(OriginateRejected, match="country RU is not allowed"):
+        check_destination("89161234567", FraudRules(allowed_regions=["KZ"]))
+
+
 @pytest.mark.parametrize(
     ("number", "status", "message"),
     [

@@ -50,10 +50,12 @@ async def c2c_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
     assert service.ami is not None
     await service.ami.wait_connected(30)
     link.send(ready={"port": service.http_port})
+    cpu_at_ready = time.process_time()  # every thread's: SQLite's writer works for requests
     while (await link.command()).get("cmd") != "stop":
         pass
+    cpu_s = time.process_time() - cpu_at_ready
     await service.stop()
-    return {}
+    return {"cpu_s": cpu_s}
 
 
 @role("c2c_client")
@@ -138,6 +140,8 @@ async def run(quick: bool) -> Section:
                         results.append(await client.result())
                     finally:
                         await client.finish()
+                service.send(cmd="stop")
+                cpu_s = (await service.result())["cpu_s"]
             finally:
                 await service.finish()
         source.send(cmd="stop")
@@ -169,6 +173,15 @@ async def run(quick: bool) -> Section:
     ]
     accepted = sum(r["statuses"].get("202", 0) for r in results)
     total = sum(sum(r["statuses"].values()) for r in results)
+    # Both loops' requests over the CPU from ready to stop (the gaps between them are idle).
+    section.figures.append(
+        Figure(
+            "pbxcrm CPU per request (all its threads)",
+            cpu_s / max(total, 1) * 1e6,
+            "us",
+            key="c2c_cpu_us_per_request",
+        )
+    )
     section.checks += [
         Check(
             "every request accepted (202)",
