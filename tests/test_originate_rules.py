@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 from ari_app.originate.model import OriginateRejected, OriginateState
+from ari_app.originate.record_log import StoreOriginateLog
 from ari_app.originate.rules import check_destination
 from ari_app.originate.service import OriginateService
 from ari_app.originate.settings import FraudRules, OriginateSettings
+from crm.store.settings import StoreSettings
+from crm.store.sqlite import Store
 from tests.test_http_support import RecordedAmiBackend
 
 
@@ -301,3 +304,36 @@ def test_extension_ranges_and_3cx_durations_take_ascii_digits_only():
     for duration in ("\u0660\u0660:\u0660\u0661:\u0660\u0665", "\u0666\u0665"):
         with pytest.raises(ValueError):
             parse_duration(duration)
+
+
+async def test_finals_evicted_while_their_state_is_being_saved_still_reach_the_store(
+    tmp_path, caplog
+):
+    """Many requests finishing in one loop turn, more than `keep_finished`: a record let go
+    before its final state was written must still get that state into the store (reads of
+    an evicted record come from there), and nothing may be inserted twice."""
+    store = await Store.open(StoreSettings(path=str(tmp_path / "calls.db")))
+    backend = RecordedAmiBackend("click_to_call_originate")
+    svc = OriginateService(
+        OriginateSettings(fraud=FraudRules()),
+        backend,
+        agent_pattern=r"^\d{2,5}$",
+        log_store=StoreOriginateLog(store),
+        keep_finished=1,
+    )
+    try:
+        records = [
+            await svc.submit("101", "89161234567", client="crm", per_minute=100)
+            for _ in range(6)
+        ]
+        for n, record in enumerate(records):  # all in one loop turn: no save has run yet
+            svc.on_originate_response(record.id, "Success", "4", f"1.{n}")
+        await svc.flush()
+        states = [(await store.get_originate(r.id)).state for r in records]
+        assert states == ["connected"] * len(records)
+        assert svc.records_in_memory == 1
+        assert "could not save originate state" not in caplog.text
+        assert await svc.get(records[0].id) is not None  # read back from the store
+    finally:
+        await svc.close()
+        await store.close()

@@ -90,6 +90,10 @@ class OriginateService:
         self._listeners: list[Callable[[OriginateRecord], Awaitable[None] | None]] = []
         self._send_listeners: list[Callable[[OriginateRecord], None]] = []
         self._pending_saves: set[asyncio.Task[None]] = set()
+        # Saves not yet written, per record: a record let go of meanwhile is forgotten by the
+        # log only after them, or its next save would insert it again instead of updating it.
+        self._saves_in_flight: dict[str, int] = {}
+        self._forget_when_saved: set[str] = set()
 
     # -- request side ------------------------------------------------------------------------
 
@@ -317,7 +321,7 @@ class OriginateService:
         self._retire(record.id)
         log.info("originate %s: call %s ended, %s, talk %.1f s", record.id, call.call_id,
                  record.outcome, record.talk_seconds)
-        await self._log.save(record)
+        await self._persist(record)
         for listener in self._listeners:
             result = listener(record)
             if asyncio.iscoroutine(result):
@@ -362,7 +366,10 @@ class OriginateService:
             key = self._idempotency_of.pop(oldest, None)
             if key is not None:
                 self._by_idempotency.pop(key, None)
-            self._log.forget(oldest)
+            if oldest in self._saves_in_flight:
+                self._forget_when_saved.add(oldest)
+            else:
+                self._log.forget(oldest)
 
     @property
     def records_in_memory(self) -> int:
@@ -378,7 +385,19 @@ class OriginateService:
             await asyncio.gather(*tasks)
 
     def _persist(self, record: OriginateRecord) -> asyncio.Task[None]:
-        return self._spawn(self._log.save(record))
+        originate_id = record.id
+        self._saves_in_flight[originate_id] = self._saves_in_flight.get(originate_id, 0) + 1
+        task = self._spawn(self._log.save(record))
+        task.add_done_callback(lambda _: self._saved(originate_id))
+        return task
+
+    def _saved(self, originate_id: str) -> None:
+        left = self._saves_in_flight.pop(originate_id) - 1
+        if left:
+            self._saves_in_flight[originate_id] = left
+        elif originate_id in self._forget_when_saved:
+            self._forget_when_saved.discard(originate_id)
+            self._log.forget(originate_id)
 
     def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         async def run() -> None:
