@@ -131,8 +131,6 @@ class PgReader:
 class PgStore(PortableStore[asyncpg.Connection]):
     """Open with `await PgStore.open(settings)` (settings.url set); close with `close()`."""
 
-    backend = "postgresql"
-
     _upsert_call_sql = qmark_to_numbered(UPSERT_CALL_SQL)
     _insert_event_sql = (
         "INSERT INTO call_events(pbx_id, call_id, seq, kind, at, event_json)"
