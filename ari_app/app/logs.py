@@ -22,9 +22,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info or record.exc_text:
-            # exc_text first: RedactSecretsFilter left the starred traceback there.
-            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
+        # exc_text first: RedactSecretsFilter left the starred traceback there.
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -61,6 +63,9 @@ class TextFormatter(logging.Formatter):
         if second != self._second:
             self._second_text = time.strftime(self.default_time_format, self.converter(second))
             self._second = second
+        # None is the base class's way to leave the milliseconds out.
+        if self.default_msec_format is None:
+            return self._second_text
         return self.default_msec_format % (self._second_text, record.msecs)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
