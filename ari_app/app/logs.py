@@ -133,7 +133,7 @@ class LoopBatchedStreamHandler(logging.StreamHandler[TextIO]):
                 self.handleError(logging.makeLogRecord({"msg": "writing %d log lines",
                                                         "args": (len(lines),)}))
 
-    def setStream(self, stream: TextIO) -> TextIO | None:  # type: ignore[override]
+    def setStream(self, stream: TextIO) -> TextIO | None:
         self.flush()
         return super().setStream(stream)
 
@@ -141,7 +141,7 @@ class LoopBatchedStreamHandler(logging.StreamHandler[TextIO]):
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     # Neither format prints the caller's file and line, thread or process: not collecting
     # them saves a frame walk and three lookups per record (the logging HOWTO's advice).
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

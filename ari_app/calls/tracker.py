@@ -450,7 +450,7 @@ class CallTracker(TransfersAndJoins, Reconciliation, LegsAndTiming):
             call_id=state.call_id,
             seq=state.seq,
             kind=kind,
-            at=utc(ts),  # type: ignore[arg-type]
+            at=utc(ts),
             call=build_call(
                 state,
                 pbx_id=self.pbx_id,

@@ -49,7 +49,7 @@ class TransfersAndJoins:
             self._leaves_by_transfer(transferer, transferee)
         state.transfers.append(
             Transfer(
-                at=utc(ev.ts),  # type: ignore[arg-type]
+                at=utc(ev.ts),
                 kind="blind",
                 from_extension=transferer.extension if transferer else None,
                 to_extension=ev.extension or None,
@@ -97,7 +97,7 @@ class TransfersAndJoins:
         handed_over_by = first or second
         state.transfers.append(
             Transfer(
-                at=utc(ev.ts),  # type: ignore[arg-type]
+                at=utc(ev.ts),
                 kind="attended",
                 from_extension=handed_over_by.extension if handed_over_by else None,
                 to_extension=to_extension,

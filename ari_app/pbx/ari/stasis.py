@@ -242,7 +242,7 @@ class StasisApp:
         context: ScriptContext,
         *,
         originate: StasisHandler | None = None,
-        runner: ScriptRunner = run_script,  # type: ignore[assignment]
+        runner: ScriptRunner = run_script,
     ) -> None:
         self._client = client
         self._context = context
