@@ -41,6 +41,13 @@ class AgentLogin(BaseModel):
         return self
 
 
+CardDirection = Literal["inbound", "outbound", "internal"]
+
+
+def _inbound_and_outbound() -> list[CardDirection]:
+    return ["inbound", "outbound"]
+
+
 class AgentSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -57,9 +64,7 @@ class AgentSettings(BaseModel):
     max_failures: int = Field(default=5, ge=1, le=100)
     lockout_seconds: float = Field(default=300.0, gt=0)
     # Which calls get a card.
-    directions: list[Literal["inbound", "outbound", "internal"]] = Field(
-        default_factory=lambda: ["inbound", "outbound"]
-    )
+    directions: list[CardDirection] = Field(default_factory=_inbound_and_outbound)
     # How many earlier calls with the same number the card lists.
     history_limit: int = Field(default=5, ge=0, le=50)
     # An ended call's card stays (for the note) until dismissed or this old.

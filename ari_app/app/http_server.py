@@ -90,7 +90,8 @@ class RedactingAccessLogger(AbstractAccessLogger):
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
         try:
-            match_info = request.match_info
+            # Typed BaseRequest for low-level servers; an Application's requests are web.Request.
+            match_info = request.match_info if isinstance(request, web.Request) else None
         except AssertionError:  # a request aiohttp refused before routing (bad request line)
             match_info = None
         resource = getattr(match_info, "route", None)

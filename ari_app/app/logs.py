@@ -22,9 +22,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if record.exc_info or record.exc_text:
-            # exc_text first: RedactSecretsFilter left the starred traceback there.
-            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
+        # exc_text first: RedactSecretsFilter left the starred traceback there.
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -61,6 +63,9 @@ class TextFormatter(logging.Formatter):
         if second != self._second:
             self._second_text = time.strftime(self.default_time_format, self.converter(second))
             self._second = second
+        # None is the base class's way to leave the milliseconds out.
+        if self.default_msec_format is None:
+            return self._second_text
         return self.default_msec_format % (self._second_text, record.msecs)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
@@ -128,7 +133,7 @@ class LoopBatchedStreamHandler(logging.StreamHandler[TextIO]):
                 self.handleError(logging.makeLogRecord({"msg": "writing %d log lines",
                                                         "args": (len(lines),)}))
 
-    def setStream(self, stream: TextIO) -> TextIO | None:  # type: ignore[override]
+    def setStream(self, stream: TextIO) -> TextIO | None:
         self.flush()
         return super().setStream(stream)
 
@@ -136,7 +141,7 @@ class LoopBatchedStreamHandler(logging.StreamHandler[TextIO]):
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     # Neither format prints the caller's file and line, thread or process: not collecting
     # them saves a frame walk and three lookups per record (the logging HOWTO's advice).
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

@@ -9,6 +9,7 @@ for it on RINGING (Creatio, FixDigital, the screen pop) can always close it.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from ari_app.calls.recent import remember
 from ari_app.calls.state import CallState, TrackedChannel, is_dropped
@@ -59,6 +60,26 @@ class LegsAndTiming:
     _calls: dict[str, CallState]
     _by_linkedid: dict[str, CallState]
     _closed_linkedids: OrderedDict[str, None]
+
+    if TYPE_CHECKING:
+        # Defined by CallTracker and its other parts; declared here only for the type checker
+        # (a definition at run time would shadow theirs in CallTracker's MRO).
+        def _chan(self, uniqueid: str | None, ts: float) -> TrackedChannel | None: ...
+
+        def _join_dialled(
+            self, caller_uniqueid: str | None, dest: TrackedChannel, ts: float
+        ) -> list[CallEvent]: ...
+
+        def _emit(
+            self,
+            state: CallState,
+            kind: EventKind,
+            ts: float,
+            *,
+            extension: str | None = None,
+            data: dict[str, object] | None = None,
+            ended: bool = False,
+        ) -> CallEvent: ...
 
     def _on_dial_ended(self, ev: DialEnded) -> list[CallEvent]:
         dest = self._chan(ev.dest_uniqueid, ev.ts)

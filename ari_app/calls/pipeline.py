@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
@@ -253,7 +254,7 @@ class Pipeline:
         for events in by_call.values():
             future = self.store.submit_record(events[-1].call, events, self.adapters)
             self._pending.add(future)
-            future.add_done_callback(lambda done, events=events: self._recorded(done, events))
+            future.add_done_callback(functools.partial(self._recorded, events=events))
             futures.append(future)
         metrics.calls_active.set(self.tracker.active_calls)
         return futures

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ari_app.calls.recent import remember
 from ari_app.calls.rules import CallRules
@@ -35,6 +35,38 @@ class Reconciliation:
     _tick: int
     _gone: OrderedDict[str, None]
     _by_name: dict[str, TrackedChannel]
+
+    if TYPE_CHECKING:
+        # Defined by CallTracker and its other parts; declared here only for the type checker
+        # (a definition at run time would shadow theirs in CallTracker's MRO).
+        def _add_channel(
+            self,
+            ts: float,
+            uniqueid: str,
+            linkedid: str,
+            channel: str,
+            context: str,
+            exten: str,
+            caller_num: str,
+            caller_name: str,
+        ) -> TrackedChannel: ...
+
+        def _end_leg(self, chan: TrackedChannel, ts: float, cause: int | None) -> CallEvent: ...
+
+        def _end_open_legs(self, state: CallState, ts: float) -> list[CallEvent]: ...
+
+        def _complete(self, state: CallState, ts: float) -> list[CallEvent]: ...
+
+        def _emit(
+            self,
+            state: CallState,
+            kind: EventKind,
+            ts: float,
+            *,
+            extension: str | None = None,
+            data: dict[str, object] | None = None,
+            ended: bool = False,
+        ) -> CallEvent: ...
 
     def snapshot(self, call_id: str) -> Call | None:
         state = self._calls.get(call_id)

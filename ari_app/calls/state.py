@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import overload
 
 from ari_app.calls.recording_links import RecordingLinkSigner, recording_url_for
 from crm.model import Call, Direction, Disposition, Party, Transfer
@@ -88,6 +89,14 @@ class CallState:
     reconciled: bool = False
     merged_into: str | None = None
     end_estimated: bool = False
+
+
+@overload
+def utc(ts: float) -> datetime: ...
+
+
+@overload
+def utc(ts: float | None) -> datetime | None: ...
 
 
 def utc(ts: float | None) -> datetime | None:

@@ -36,6 +36,8 @@ from __future__ import annotations
 import os.path
 import re
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from ari_app.calls.legs import LegsAndTiming
 from ari_app.calls.recent import GONE_REMEMBERED, remember
@@ -408,7 +410,8 @@ class CallTracker(TransfersAndJoins, Reconciliation, LegsAndTiming):
                 chan.call.agent_extension = extension
         return []
 
-    _handlers = {
+    # Each handler takes only its own event type, which the key names: Any stands for it.
+    _handlers: ClassVar[dict[type[ChannelEvent], Callable[[CallTracker, Any], list[CallEvent]]]] = {
         ChannelCreated: _on_created,
         ChannelStateChanged: _on_state,
         DialStarted: _on_dial_started,
@@ -447,7 +450,7 @@ class CallTracker(TransfersAndJoins, Reconciliation, LegsAndTiming):
             call_id=state.call_id,
             seq=state.seq,
             kind=kind,
-            at=utc(ts),  # type: ignore[arg-type]
+            at=utc(ts),
             call=build_call(
                 state,
                 pbx_id=self.pbx_id,

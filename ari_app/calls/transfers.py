@@ -4,6 +4,8 @@ by another call's channel (a pickup, a guessed ARI Linkedid) joining that call."
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ari_app.calls.state import CallState, TrackedChannel, utc
 from ari_app.pbx.channel_events import AttendedTransferred, BlindTransferred
 from crm.model import CallEvent, EventKind, Transfer
@@ -16,6 +18,26 @@ class TransfersAndJoins:
     _calls: dict[str, CallState]
     _by_linkedid: dict[str, CallState]
 
+    if TYPE_CHECKING:
+        # Defined by CallTracker and its other parts; declared here only for the type checker
+        # (a definition at run time would shadow theirs in CallTracker's MRO).
+        def _chan(self, uniqueid: str | None, ts: float) -> TrackedChannel | None: ...
+
+        def _device_behind(self, chan: TrackedChannel | None) -> TrackedChannel | None: ...
+
+        def _end_leg(self, chan: TrackedChannel, ts: float, cause: int | None) -> CallEvent: ...
+
+        def _emit(
+            self,
+            state: CallState,
+            kind: EventKind,
+            ts: float,
+            *,
+            extension: str | None = None,
+            data: dict[str, object] | None = None,
+            ended: bool = False,
+        ) -> CallEvent: ...
+
     def _on_blind_transfer(self, ev: BlindTransferred) -> list[CallEvent]:
         transferer = self._chan(ev.transferer_uniqueid, ev.ts)
         transferee = self._chan(ev.transferee_uniqueid, ev.ts)
@@ -27,7 +49,7 @@ class TransfersAndJoins:
             self._leaves_by_transfer(transferer, transferee)
         state.transfers.append(
             Transfer(
-                at=utc(ev.ts),  # type: ignore[arg-type]
+                at=utc(ev.ts),
                 kind="blind",
                 from_extension=transferer.extension if transferer else None,
                 to_extension=ev.extension or None,
@@ -72,11 +94,12 @@ class TransfersAndJoins:
         if device is not None and device.extension and not device.talked:
             device.talked = True
             out.append(self._emit(state, EventKind.ANSWERED, ev.ts, extension=device.extension))
+        handed_over_by = first or second
         state.transfers.append(
             Transfer(
-                at=utc(ev.ts),  # type: ignore[arg-type]
+                at=utc(ev.ts),
                 kind="attended",
-                from_extension=(first or second).extension if (first or second) else None,
+                from_extension=handed_over_by.extension if handed_over_by else None,
                 to_extension=to_extension,
             )
         )

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ari_app.pbx.ari.client import AriClient, AriRequestError
 from ari_app.pbx.ari.models import (
@@ -184,8 +184,8 @@ class AriOriginateBackend:
         uniqueid = originate_id if response == "Success" else None
         self._sink.on_originate_response(originate_id, response, reason, uniqueid)
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -10,14 +10,14 @@ from ari_app.web.auth import IP_KEY, THROTTLE_KEY, AuthRefused, authorize, refus
 from ari_app.web.connections import RequestBodyTimeout
 from ari_app.web.deps import DEPS_KEY
 from ari_app.web.errors import http_exception_error, json_error
-from ari_app.web.routing import family_of
+from ari_app.web.routing import Handler, family_of
 
 log = logging.getLogger(__name__)
 
 
 @web.middleware
 async def security_middleware(
-    request: web.Request, handler: web.RequestHandler
+    request: web.Request, handler: Handler
 ) -> web.StreamResponse:
     try:
         if request.match_info.http_exception is None:
@@ -38,10 +38,12 @@ async def security_middleware(
                     address = request.get(IP_KEY, "?")
                     if exc.guess:
                         throttle.failed(address)
+                    resource = request.match_info.route.resource
+                    assert resource is not None  # family_of found the family by it
                     log.warning(
                         "refused %s %s from %s: %s",
                         request.method,
-                        request.match_info.route.resource.canonical,  # no path tokens
+                        resource.canonical,  # no path tokens
                         address,
                         exc.why,
                     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -32,7 +33,7 @@ class RouteSpec:
 FAMILY_KEY = web.AppKey("pbxcrm_route_families", dict)
 
 
-def family_of(request: web.Request) -> RouteFamily | str | None:
+def family_of(request: web.Request) -> RouteFamily | Literal[""] | None:
     """The route's family, None for the open health check, or "" for a route nobody declared.
 
     An undeclared route (added to the router without a RouteSpec) is refused, never open.

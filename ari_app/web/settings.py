@@ -79,7 +79,7 @@ class RouteAuth(BaseModel):
 
 
 def _default_routes() -> dict[RouteFamily, RouteAuth]:
-    header = ["header_token", "basic"]
+    header: list[AuthMethod] = ["header_token", "basic"]
     return {
         "originate": RouteAuth(methods=header),
         "calls": RouteAuth(methods=header),

@@ -7,10 +7,11 @@ block (or one small module), never a change to the pipeline.
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
@@ -72,17 +73,21 @@ class Adapter(ABC):
 @dataclass(frozen=True, slots=True)
 class Dialect:
     type: str
-    config_model: type[AdapterConfig]
-    adapter_class: type[Adapter]
+    # builtins.type: the field above shadows the builtin in this class body.
+    config_model: builtins.type[AdapterConfig]
+    adapter_class: builtins.type[Adapter]
 
 
 DIALECTS: dict[str, Dialect] = {}
 
 
+_AdapterClass = TypeVar("_AdapterClass", bound=type[Adapter])
+
+
 def register_dialect(
     type_name: str, config_model: type[AdapterConfig]
-) -> Callable[[type[Adapter]], type[Adapter]]:
-    def register(adapter_class: type[Adapter]) -> type[Adapter]:
+) -> Callable[[_AdapterClass], _AdapterClass]:
+    def register(adapter_class: _AdapterClass) -> _AdapterClass:
         DIALECTS[type_name] = Dialect(type_name, config_model, adapter_class)
         return adapter_class
 

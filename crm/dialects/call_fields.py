@@ -171,7 +171,7 @@ def apply_filter(
             return format_time(value, "iso8601")
         return value
     if style in NUMBER_STYLES:
-        return format_number(str(value), style, region)  # type: ignore[arg-type]
+        return format_number(str(value), style, region)
     if style in TIME_STYLES:
         return format_time(value, style, timezone) if isinstance(value, datetime) else ""
     if style == "int":

@@ -160,7 +160,8 @@ class DeclarativeAdapter(HttpAdapter):
         url = fill(template.url)
         params = [(key, fill(value)) for key, value in template.query.items()] or None
         headers = {key: fill(value) for key, value in template.headers.items()}
-        json_body = data = None
+        json_body: Any = None
+        data: list[tuple[str, str]] | bytes | None = None
         if template.json_body is not None:
             json_body = render_tree(template.json_body, fields, region, zone)
         elif template.form is not None:

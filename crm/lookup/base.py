@@ -4,11 +4,12 @@ service or a CRM dialect. Used by the IVR scripts, the screen pop and the 3CX en
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
@@ -67,17 +68,21 @@ class LookupSource(ABC):
 @dataclass(frozen=True, slots=True)
 class LookupKind:
     type: str
-    config_model: type[LookupConfig]
-    source_class: type[LookupSource]
+    # builtins.type: the field above shadows the builtin in this class body.
+    config_model: builtins.type[LookupConfig]
+    source_class: builtins.type[LookupSource]
 
 
 LOOKUP_KINDS: dict[str, LookupKind] = {}
 
 
+_SourceClass = TypeVar("_SourceClass", bound=type[LookupSource])
+
+
 def register_lookup(
     type_name: str, config_model: type[LookupConfig]
-) -> Callable[[type[LookupSource]], type[LookupSource]]:
-    def register(source_class: type[LookupSource]) -> type[LookupSource]:
+) -> Callable[[_SourceClass], _SourceClass]:
+    def register(source_class: _SourceClass) -> _SourceClass:
         LOOKUP_KINDS[type_name] = LookupKind(type_name, config_model, source_class)
         return source_class
 

@@ -97,7 +97,7 @@ class LookupChain:
         tried: set[str] = set()
         last = LookupResult(status=LookupStatus.NOTFOUND, source=source.name)
         for style in config.number_formats:
-            number = format_number(request.number, style, config.default_region)  # type: ignore[arg-type]
+            number = format_number(request.number, style, config.default_region)
             if number in tried:
                 continue
             tried.add(number)

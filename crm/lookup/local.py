@@ -47,7 +47,7 @@ def read_contacts_csv(path: Path) -> list[Contact]:
             if not clean.get("number"):
                 log.warning("%s:%d: contact row without a number, skipped", path, row_number)
                 continue
-            contacts.append(Contact(**{k: v or None for k, v in clean.items()}))
+            contacts.append(Contact.model_validate({k: v or None for k, v in clean.items()}))
     return contacts
 
 

@@ -142,4 +142,14 @@ class OriginateRecord:
 def originate_row(row: tuple[Any, ...]) -> OriginateRecord:
     """An OriginateRecord from a row of ORIGINATE_COLUMNS."""
     request = json.loads(row[7]) if row[7] else None
-    return OriginateRecord(*row[:7], request=request, target_pbx_id=row[8])
+    return OriginateRecord(
+        id=row[0],
+        agent_extension=row[1],
+        number=row[2],
+        state=row[3],
+        reason=row[4],
+        created_at=row[5],
+        updated_at=row[6],
+        request=request,
+        target_pbx_id=row[8],
+    )

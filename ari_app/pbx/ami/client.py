@@ -19,6 +19,7 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from ari_app.pbx.ami.errors import (
     AmiActionTimeout,
@@ -236,8 +237,9 @@ class AmiClient:
         assert self._lost is not None
         lost = asyncio.shield(self._lost)
         stopped = asyncio.ensure_future(self._stop.wait())
+        waiting: set[asyncio.Future[Any]] = {lost, stopped}
         try:
-            await asyncio.wait({lost, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopped.cancel()
             lost.cancel()  # the shield only: `_lost` itself is left as it is

@@ -178,7 +178,10 @@ class AmiProtocol(AMIProtocol):
 
     def forget(self, action: Action) -> None:
         """Stop waiting for an answer (timed out): a late one is logged and dropped."""
-        if self.responses.get(action.id) is action:
+        # Compared through a name checked for None: `get(...) is action` would narrow `action`
+        # (untyped, from panoramisk) to the get's Action | None.
+        waiting = self.responses.get(action.id)
+        if waiting is not None and waiting is action:
             del self.responses[action.id]
             if not action.future.done() or action.future.cancelled():
                 self.abandoned[action.id] = action

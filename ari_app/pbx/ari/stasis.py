@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from typing import Protocol, overload
 
 from agi.channel import PlaybackFailed
 from agi.context import ScriptContext
@@ -149,11 +149,11 @@ class AriAgiChannel:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_ms / 1000
         while len(digits) < max_digits and not digits.endswith("#"):
-            event = await self._next_event(deadline)
-            if event is None:
+            next_event = await self._next_event(deadline)
+            if next_event is None:
                 break
-            if isinstance(event, ChannelDtmfReceivedEvent):
-                digits += event.digit
+            if isinstance(next_event, ChannelDtmfReceivedEvent):
+                digits += next_event.digit
                 deadline = loop.time() + timeout_ms / 1000
         return digits.removesuffix("#")
 
@@ -209,8 +209,15 @@ class AriAgiChannel:
             raise PlaybackFailed(f"playback of {event.playback.media_uri} failed")
         return True
 
+    @overload
+    async def _next_event(self, deadline: None) -> AriEvent: ...
+
+    @overload
+    async def _next_event(self, deadline: float) -> AriEvent | None: ...
+
     async def _next_event(self, deadline: float | None) -> AriEvent | None:
-        """The channel's next event; None at the deadline; AgiHangup once it hung up."""
+        """The channel's next event; None at the deadline (never without one); AgiHangup once
+        it hung up."""
         self._check()
         if deadline is None:
             event = await self._events.get()
@@ -235,7 +242,7 @@ class StasisApp:
         context: ScriptContext,
         *,
         originate: StasisHandler | None = None,
-        runner: ScriptRunner = run_script,  # type: ignore[assignment]
+        runner: ScriptRunner = run_script,
     ) -> None:
         self._client = client
         self._context = context
