@@ -76,9 +76,7 @@ def _known(value: str) -> str:
 _ARG_KEY = re.compile(r"agi_arg_(\d+)")
 # One whole environment line as feed_lines() accepts it: the name up to the first colon is
 # ASCII without a space, one separator space is syntax, trailing CRs are not the value's.
-_ENV_LINE = re.compile(
-    r"^(agi_[\x00-\x09\x0b-\x1f\x21-\x39\x3b-\x7f]*): ?(.*?)\r*$", re.MULTILINE
-)
+_ENV_LINE = re.compile(r"^(agi_[\x00-\x09\x0b-\x1f\x21-\x39\x3b-\x7f]*): ?(.*?)\r*$", re.MULTILINE)
 
 
 @dataclass(slots=True)

@@ -55,9 +55,7 @@ async def cancel_and_wait(
     return len(pending)
 
 
-async def finish_within(
-    step: Awaitable[T], what: str, seconds: float = STOP_SECONDS
-) -> T | None:
+async def finish_within(step: Awaitable[T], what: str, seconds: float = STOP_SECONDS) -> T | None:
     """Await `step` for at most `seconds`; past that, cancel it (bounded) and return None.
     An exception from `step` is logged, not raised: the rest of the shutdown must still run."""
     task = asyncio.ensure_future(step)

@@ -90,7 +90,7 @@ def test_a_missing_start_is_refused_but_a_number_without_digits_is_a_withheld_ca
 
 @pytest.mark.parametrize(
     "unfilled",
-    ["[AgentEmail]", " [Agent] ", '[[CallEndTimeUTC].ToString("yyyy\'-\'MM")]'],
+    ["[AgentEmail]", " [Agent] ", "[[CallEndTimeUTC].ToString(\"yyyy'-'MM\")]"],
 )
 def test_a_variable_3cx_did_not_substitute_is_absent(unfilled: str) -> None:
     parsed = entry(agentEmail=unfilled, agent=unfilled, endUtc=unfilled)
@@ -126,7 +126,8 @@ def test_an_inbound_entry_with_its_own_answer_and_end_times_keeps_them() -> None
     ]
     ringing, answered, leg_ended, hangup, completed = events
     assert (leg_ended.extension, leg_ended.data) == (
-        answered.extension, {"reason": "completed", "answered": True}
+        answered.extension,
+        {"reason": "completed", "answered": True},
     )
     assert ringing.call.answer_time is None and not ringing.call.ended
     assert answered.at == datetime(2024, 5, 1, 10, 0, 10, tzinfo=UTC)

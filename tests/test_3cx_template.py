@@ -245,7 +245,11 @@ async def test_an_answered_inbound_call_is_journaled_as_the_asterisk_lifecycle(
         await wait_for(lambda: len(kinds(site.events(), call_id)) == 5)
         events = [e for e in site.events() if e["call_id"] == call_id]
         assert [e["kind"] for e in events] == [
-            "ringing", "answered", "leg_ended", "hangup", "completed"
+            "ringing",
+            "answered",
+            "leg_ended",
+            "hangup",
+            "completed",
         ]
         assert [e["seq"] for e in events] == [1, 2, 3, 4, 5]
         final = events[-1]["call"]
@@ -272,7 +276,11 @@ async def test_a_missed_call_is_dropped_like_an_abandoned_asterisk_call(tmp_path
         call_id = run.response["call_id"]
         await wait_for(lambda: len(kinds(site.events(), call_id)) == 5)
         assert kinds(site.events(), call_id) == [
-            "ringing", "leg_ended", "hangup", "dropped", "completed"
+            "ringing",
+            "leg_ended",
+            "hangup",
+            "dropped",
+            "completed",
         ]
         final = site.events()[-1]["call"]
         assert final["disposition"] == "no-answer"
@@ -414,9 +422,7 @@ async def test_dates_survive_a_3cx_server_whose_locale_separates_time_with_dots(
         dotted = Culture(time_separator=".", date_separator=".")
         variables = report("Inbound")
         run = await runner(site, culture=dotted).report_call(**variables)
-        assert run.body["startUtc"] == variables["CallStartTimeUTC"].strftime(
-            "%Y-%m-%dT%H:%M:%SZ"
-        )
+        assert run.body["startUtc"] == variables["CallStartTimeUTC"].strftime("%Y-%m-%dT%H:%M:%SZ")
         assert run.status == 200, run.response
         call_id = run.response["call_id"]
         await wait_for(lambda: len(kinds(site.events(), call_id)) == 5)

@@ -99,8 +99,7 @@ async def screen_pop(tmp_path: Path, lookup: Any = None, **agent: Any) -> AsyncI
     )
     runner = await start_http(deps)
     try:
-        yield Pop(f"http://127.0.0.1:{bound_port(runner)}", store, pipeline, board, backend,
-                  runner)
+        yield Pop(f"http://127.0.0.1:{bound_port(runner)}", store, pipeline, board, backend, runner)
     finally:
         await runner.cleanup()
         await pipeline.drain()
@@ -112,10 +111,14 @@ def browser() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
-async def sign_in(session: aiohttp.ClientSession, pop: Pop, extension: str | None,
-                  secret: str) -> aiohttp.ClientResponse:
-    async with session.post(pop.url("/agent/api/session"), headers=CHANGE,
-                            json={"extension": extension, "secret": secret}) as resp:
+async def sign_in(
+    session: aiohttp.ClientSession, pop: Pop, extension: str | None, secret: str
+) -> aiohttp.ClientResponse:
+    async with session.post(
+        pop.url("/agent/api/session"),
+        headers=CHANGE,
+        json={"extension": extension, "secret": secret},
+    ) as resp:
         await resp.read()
         return resp
 
@@ -164,8 +167,9 @@ async def test_a_signed_in_agent_stays_signed_in_across_a_restart(tmp_path: Path
 
 async def test_sign_in_without_the_change_header_is_refused(tmp_path: Path) -> None:
     async with screen_pop(tmp_path) as pop, browser() as session:
-        async with session.post(pop.url("/agent/api/session"),
-                                json={"extension": "7181", "secret": PIN}) as resp:
+        async with session.post(
+            pop.url("/agent/api/session"), json={"extension": "7181", "secret": PIN}
+        ) as resp:
             assert resp.status == 403
 
 
@@ -253,14 +257,18 @@ async def test_a_note_is_stored_and_becomes_the_calls_note_step(tmp_path: Path) 
         async with anna.post(url, headers=CHANGE, json={"status": "Maybe", "comments": ""}) as r:
             assert r.status == 422
             assert (await r.json())["fields"][0]["field"] == "status"
-        async with anna.post(url, headers=CHANGE,
-                             json={"status": "do not disturb", "comments": " Busy season "}) as r:
+        async with anna.post(
+            url, headers=CHANGE, json={"status": "do not disturb", "comments": " Busy season "}
+        ) as r:
             assert r.status == 200
             saved = await r.json()
         assert saved["status"] == "Do not Disturb" and saved["comments"] == "Busy season"
         (note,) = await pop.store.notes_for("lab", CALL_ID)
         assert (note.status, note.comments, note.extension, note.number) == (
-            "Do not Disturb", "Busy season", "7181", "+79031234567"
+            "Do not Disturb",
+            "Busy season",
+            "7181",
+            "+79031234567",
         )
         events = await pop.store.events_for("lab", CALL_ID)
         assert [e.kind for e in events][-1] is EventKind.NOTE
@@ -297,8 +305,9 @@ async def test_a_note_survives_dismissing_the_card(tmp_path: Path) -> None:
 async def test_click_to_call_rings_the_signed_in_agents_own_extension(tmp_path: Path) -> None:
     async with screen_pop(tmp_path) as pop, browser() as anna, browser() as boris:
         await sign_in(anna, pop, "7181", PIN)
-        async with anna.post(pop.url("/agent/api/dial"), headers=CHANGE,
-                             json={"number": "89161234567"}) as r:
+        async with anna.post(
+            pop.url("/agent/api/dial"), headers=CHANGE, json={"number": "89161234567"}
+        ) as r:
             assert r.status == 202
             accepted = await r.json()
         (action,) = pop.backend.actions
@@ -310,16 +319,25 @@ async def test_click_to_call_rings_the_signed_in_agents_own_extension(tmp_path: 
         await sign_in(boris, pop, None, TOKEN)
         async with boris.get(pop.url(f"/agent/api/dial/{accepted['id']}")) as r:
             assert r.status == 404
-        async with anna.post(pop.url("/agent/api/dial"), headers=CHANGE,
-                             json={"number": "+19005550100"}) as r:
+        async with anna.post(
+            pop.url("/agent/api/dial"), headers=CHANGE, json={"number": "+19005550100"}
+        ) as r:
             assert r.status in (403, 422)  # the fraud rules apply as for every click-to-call
         assert len(pop.backend.actions) == 1
 
 
 @pytest.mark.parametrize(
     "url",
-    ["javascript:alert(1)", " JavaScript:alert(1)", "//evil.example/x", "/\\evil.example",
-     "/\t/evil.example", "https:evil.example", "data:text/html,x", "https://evil.example\\@x"],
+    [
+        "javascript:alert(1)",
+        " JavaScript:alert(1)",
+        "//evil.example/x",
+        "/\\evil.example",
+        "/\t/evil.example",
+        "https:evil.example",
+        "data:text/html,x",
+        "https://evil.example\\@x",
+    ],
 )
 async def test_a_crm_link_that_is_not_a_web_address_is_dropped(tmp_path: Path, url: str) -> None:
     lookup = JavascriptLinkLookup(url)

@@ -143,7 +143,10 @@ def test_a_secret_changed_while_running_ends_the_session_at_its_next_request() -
 def test_sessions_saved_without_a_proof_of_their_secret_are_not_taken_back() -> None:
     now = [1_795_000_000.0]
     old_blob = (
-        '[{"key": "' + "a" * 64 + '", "extension": "7181", "name": "", "expires": '
-        + str(now[0] + 3600) + "}]"
+        '[{"key": "'
+        + "a" * 64
+        + '", "extension": "7181", "name": "", "expires": '
+        + str(now[0] + 3600)
+        + "}]"
     )
     assert _board(now, pin=PIN).load(old_blob) == 0

@@ -82,6 +82,8 @@ _good_env_line = st.builds(
     _env_sep,
     _env_value,
 )
+
+
 @given(st.lists(_good_env_line, min_size=1, max_size=8))
 def test_a_block_parses_exactly_as_its_lines_one_by_one(lines):
     """FastAGI hands the whole block to one regex; classic AGI feeds it line by line."""

@@ -50,8 +50,9 @@ async def test_stop_at_every_early_loop_step_ends_the_connection_task(caplog):
 async def test_a_stopped_client_never_logs_in_afterwards(step: int):
     async with FakePbx(recording("inbound_busy_agent")) as pbx:
         seen = Collector()
-        client = AmiClient(settings_for(pbx.port), on_frame=seen.on_frame,
-                           on_connected=seen.on_connected)
+        client = AmiClient(
+            settings_for(pbx.port), on_frame=seen.on_frame, on_connected=seen.on_connected
+        )
         await client.start()
         for _ in range(step):
             await asyncio.sleep(0)

@@ -106,7 +106,11 @@ async def test_a_replayed_recording_arrives_as_channel_events_and_becomes_one_ca
         await fake.replay("inbound_answered_caller_hangs_up")
         await sink.until(lambda: any(c.kind is EventKind.COMPLETED for c in sink.calls))
         assert [c.kind.value for c in sink.calls] == [
-            "ringing", "answered", "leg_ended", "hangup", "completed"
+            "ringing",
+            "answered",
+            "leg_ended",
+            "hangup",
+            "completed",
         ]
         call = sink.calls[-1].call
         assert (call.call_id, call.source, call.agent_extension) == ("1795417965.0", "ari", "7181")

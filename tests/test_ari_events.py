@@ -101,7 +101,11 @@ def test_caller_hangs_up_call_is_the_readme_conclusion_from_ari_alone() -> None:
     events = ari_call_events("inbound_answered_caller_hangs_up")
     call = events[-1].call
     assert [e.kind.value for e in events] == [
-        "ringing", "answered", "leg_ended", "hangup", "completed"
+        "ringing",
+        "answered",
+        "leg_ended",
+        "hangup",
+        "completed",
     ]
     assert call.call_id == "1795417965.0"
     assert call.source == "ari"
@@ -254,8 +258,13 @@ def created_linkedids(messages: list[dict[str, Any]]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    "scenario", ["inbound_answered_caller_hangs_up", "ring_group_three_agents",
-                 "queue_ringall_abandoned", "ari_burst_ten_inbound"]
+    "scenario",
+    [
+        "inbound_answered_caller_hangs_up",
+        "ring_group_three_agents",
+        "queue_ringall_abandoned",
+        "ari_burst_ten_inbound",
+    ],
 )
 def test_a_phone_ringing_before_its_dial_event_still_joins_the_callers_call(
     scenario: str,

@@ -70,8 +70,11 @@ def test_each_error_names_file_real_line_and_block(tmp_path: Path) -> None:
 
 def test_a_block_level_mistake_points_at_its_own_header(tmp_path: Path) -> None:
     config = tmp_path / "pbxcrm.toml"
-    config.write_text(SEVERAL_BLOCKS.replace('auth_mode = "anon"', 'auth_mode = "login"')
-                      .replace('mode = "bogus"', 'mode = "none"'))
+    config.write_text(
+        SEVERAL_BLOCKS.replace('auth_mode = "anon"', 'auth_mode = "login"').replace(
+            'mode = "bogus"', 'mode = "none"'
+        )
+    )
     with pytest.raises(ConfigError) as error:
         load_settings(config)
     # Creatio's login needs username and password: reported at the 4th [[crm]] (line 30).
@@ -110,13 +113,20 @@ def _environment_without_example_secrets() -> dict[str, str]:
 def test_the_example_passes_check_config_exactly_as_shipped() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "ari_app.app.cli", "check-config", "--config", str(EXAMPLE)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
         env=_environment_without_example_secrets(),
     )
     assert result.returncode == 0, result.stderr
     summary = [line for line in result.stdout.splitlines() if line.startswith("  crm[")]
     assert [line.split()[1] for line in summary] == [
-        '"webhook"', '"salesforce"', '"creatio"', '"fixdigital"', '"dbn"',
+        '"webhook"',
+        '"salesforce"',
+        '"creatio"',
+        '"fixdigital"',
+        '"dbn"',
         '"fixdigital-by-config"',
     ]
     # Switched-off blocks keep their secrets unread; only enabled parts are mentioned.
@@ -165,11 +175,19 @@ def test_the_summary_shows_a_table_that_attached_to_the_wrong_block(tmp_path, ca
     assert main(["check-config", "--config", str(config)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == [
-        "crm[0]", '"first"', "type=webhook", "url=https://a.example.com/e", "auth=none",
+        "crm[0]",
+        '"first"',
+        "type=webhook",
+        "url=https://a.example.com/e",
+        "auth=none",
         "events=" + ",".join(kind.value for kind in EventKind),  # a webhook's default: all
     ]
     assert lines[2].split() == [
-        "crm[1]", '"second"', "type=webhook", "url=https://b.example.com/e", "auth=bearer",
+        "crm[1]",
+        '"second"',
+        "type=webhook",
+        "url=https://b.example.com/e",
+        "auth=bearer",
         "events=completed",
     ]
 

@@ -29,8 +29,12 @@ class RefusingCrm(FakeCrm):
 
 async def pbxcrm(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ari_app.app.cli", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "ari_app.app.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     return process.returncode or 0, out.decode(), err.decode()
@@ -43,7 +47,7 @@ def write_config(tmp_path: Path, crm_url: str) -> Path:
 username = "crm"
 password = "crmsecret"
 [store]
-path = "{tmp_path / 'store.sqlite3'}"
+path = "{tmp_path / "store.sqlite3"}"
 [[crm]]
 type = "webhook"
 name = "hook"
@@ -57,8 +61,9 @@ async def test_replay_without_send_delivers_nothing_and_prints_the_call(tmp_path
     await crm.start()
     try:
         config = write_config(tmp_path, crm.url)
-        code, out, _ = await pbxcrm("replay", str(ami_path("inbound_queue_answered")),
-                                    "--config", str(config))
+        code, out, _ = await pbxcrm(
+            "replay", str(ami_path("inbound_queue_answered")), "--config", str(config)
+        )
     finally:
         await crm.stop()
     assert code == 0
@@ -74,9 +79,15 @@ async def test_dead_letters_are_listed_and_retried(tmp_path: Path) -> None:
     try:
         config = write_config(tmp_path, crm.url)
         # --store: the deliveries stay in the config's store for `outbox` to find.
-        code, out, err = await pbxcrm("replay", str(ami_path("inbound_abandoned_while_ringing")),
-                                      "--config", str(config), "--send",
-                                      "--store", str(tmp_path / "store.sqlite3"))
+        code, out, err = await pbxcrm(
+            "replay",
+            str(ami_path("inbound_abandoned_while_ringing")),
+            "--config",
+            str(config),
+            "--send",
+            "--store",
+            str(tmp_path / "store.sqlite3"),
+        )
         assert code == 1, err  # dead letters: the replay says the CRM did not take everything
         assert "Delivered 0, dead " in out and ", pending 0." in out
         code, out, _ = await pbxcrm("outbox", "list", "--state", "dead", "--config", str(config))
@@ -86,8 +97,7 @@ async def test_dead_letters_are_listed_and_retried(tmp_path: Path) -> None:
         assert "unknown agent" in rows[0]["last_response"]
         code, out, _ = await pbxcrm("outbox", "retry", "--config", str(config))
         assert code == 0 and out.startswith("5 ")
-        code, out, _ = await pbxcrm("outbox", "list", "--state", "pending", "--config",
-                                    str(config))
+        code, out, _ = await pbxcrm("outbox", "list", "--state", "pending", "--config", str(config))
         assert len(out.splitlines()) == 5
     finally:
         await crm.stop()

@@ -97,7 +97,9 @@ async def test_creatio_sees_the_attended_transfer_as_two_agents_and_the_whole_ta
     history = requests[-1][1]
     # 9.5 s from 7181's answer to 7070's hang-up, not the 5 s up to 7181's transfer.
     assert (history["event"], history["duration"], history["callerid"]) == (
-        "incoming", "10", "79035550033"
+        "incoming",
+        "10",
+        "79035550033",
     )
 
 
@@ -216,7 +218,9 @@ client_secret = "sf-client-secret"
     assert sf.rejections == []
     [wrapup] = [r.json() for r in sf.requests if r.path == WRAPUP]
     assert (wrapup["agentExtension"], wrapup["terminatingParty"], wrapup["callType"]) == (
-        "7070", "Agent", "Inbound"
+        "7070",
+        "Agent",
+        "Inbound",
     )
 
 
@@ -227,9 +231,7 @@ async def test_webhook_gets_a_leg_end_for_every_ring_with_its_reason() -> None:
         )
         await deliver_wanted(adapter, ami_call_events("queue_local_members_answered"))
     steps = hook.events()
-    legs = [
-        (s["extension"], s["data"]["reason"]) for s in steps if s["kind"] == "leg_ended"
-    ]
+    legs = [(s["extension"], s["data"]["reason"]) for s in steps if s["kind"] == "leg_ended"]
     assert legs == [("7181", "answered-elsewhere"), ("7070", "completed")]
     rang = [s["extension"] for s in steps if s["kind"] == "ringing"]
     assert sorted(rang) == ["7070", "7181"]  # the phones, never the Local channels

@@ -49,7 +49,11 @@ headers = {{ X-Source = "pbxcrm" }}
     ]
     bodies = [r.json() for r in hook.requests]
     assert [b["kind"] for b in bodies] == [
-        "ringing", "answered", "leg_ended", "hangup", "completed"
+        "ringing",
+        "answered",
+        "leg_ended",
+        "hangup",
+        "completed",
     ]
     assert bodies[-1]["call"]["recording_url"] == (
         "https://pbx.example.com/recordings/1795418967.2.wav"

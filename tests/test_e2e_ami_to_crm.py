@@ -47,8 +47,11 @@ def make_settings(tmp_path: Path, pbx_port: int, crm_url: str, **calls: object) 
             },
             "calls": {"recording_url_template": "https://pbx.example/rec/{file}", **calls},
             "store": {"path": str(tmp_path / "pbxcrm.sqlite3")},
-            "outbox": {"base_delay_seconds": 0.05, "max_delay_seconds": 0.2,
-                       "poll_interval_seconds": 0.05},
+            "outbox": {
+                "base_delay_seconds": 0.05,
+                "max_delay_seconds": 0.2,
+                "poll_interval_seconds": 0.05,
+            },
             "http": {"enabled": False},
             "agi": {"enabled": False},
             "crm": [{"type": "webhook", "name": "hook", "url": f"{crm_url}/events"}],
@@ -84,9 +87,11 @@ async def replay(tmp_path: Path, scenario: str, *, expected_requests: int) -> li
         assert service.pipeline is not None and service.store is not None
         await service.pipeline.drain()
         async with asyncio.timeout(15):
-            while (await service.store.reader.execute_fetchall(
-                "SELECT count(*) FROM outbox WHERE state != 'done'"
-            ))[0][0]:
+            while (
+                await service.store.reader.execute_fetchall(
+                    "SELECT count(*) FROM outbox WHERE state != 'done'"
+                )
+            )[0][0]:
                 await asyncio.sleep(0.02)
     finally:
         await service.stop()
@@ -104,10 +109,12 @@ EXPECTED = {
     "inbound_answered_caller_hangs_up": ("1795417965.0", ANSWERED_INBOUND),
     "inbound_answered_agent_hangs_up": (None, ANSWERED_INBOUND),
     "inbound_no_answer_voicemail": (
-        None, ["ringing", "leg_ended", "voicemail", "hangup", "completed"]
+        None,
+        ["ringing", "leg_ended", "voicemail", "hangup", "completed"],
     ),
     "inbound_abandoned_while_ringing": (
-        None, ["ringing", "leg_ended", "hangup", "dropped", "completed"]
+        None,
+        ["ringing", "leg_ended", "hangup", "dropped", "completed"],
     ),
     "inbound_busy_agent": (None, ["ringing", "leg_ended", "hangup", "dropped", "completed"]),
     "inbound_answered_recorded": (None, ANSWERED_INBOUND),
@@ -118,26 +125,37 @@ EXPECTED = {
     "ivr_agi_survey": (None, ["hangup", "completed"]),
     "ivr_agi_caller_hangs_up": (None, ["hangup", "dropped", "completed"]),
     "mid_call_connect_reconcile": (
-        "1795420539.0", ["answered", "hangup", "leg_ended", "completed"]
+        "1795420539.0",
+        ["answered", "hangup", "leg_ended", "completed"],
     ),
     "asterisk_restart_mid_call": ("1795420599.3", ANSWERED_INBOUND),
     "asterisk_killed_mid_call": (
-        "1795420633.0", ["ringing", "answered", "leg_ended", "hangup", "completed"]
+        "1795420633.0",
+        ["ringing", "answered", "leg_ended", "hangup", "completed"],
     ),
     # The multi-party day (the tracker tests assert their fields; here: the whole path).
-    "attended_transfer_target_hangs_up": ("1796144610.9", [
-        "ringing", "answered", "ringing", "answered", "leg_ended", "leg_ended", "hangup",
-        "completed",
-    ]),
-    "call_pickup": ("1796144686.34", [
-        "ringing", "answered", "leg_ended", "hangup", "leg_ended", "completed"
-    ]),
-    "queue_local_members_answered": ("1796144659.20", [
-        "ringing", "ringing", "answered", "leg_ended", "hangup", "leg_ended", "completed"
-    ]),
-    "click_to_call_client_busy": (
-        "1796144714.39", ["ringing", "leg_ended", "hangup", "completed"]
+    "attended_transfer_target_hangs_up": (
+        "1796144610.9",
+        [
+            "ringing",
+            "answered",
+            "ringing",
+            "answered",
+            "leg_ended",
+            "leg_ended",
+            "hangup",
+            "completed",
+        ],
     ),
+    "call_pickup": (
+        "1796144686.34",
+        ["ringing", "answered", "leg_ended", "hangup", "leg_ended", "completed"],
+    ),
+    "queue_local_members_answered": (
+        "1796144659.20",
+        ["ringing", "ringing", "answered", "leg_ended", "hangup", "leg_ended", "completed"],
+    ),
+    "click_to_call_client_busy": ("1796144714.39", ["ringing", "leg_ended", "hangup", "completed"]),
 }
 
 

@@ -14,9 +14,19 @@ from tests.fakes.ari_server import FakeAri
 from tests.recordings import ami_path
 from tests.test_e2e_ami_to_crm import WebhookCrm, wait_for
 
-COMPARED = ("call_id", "direction", "caller_number", "called_number", "agent_extension",
-            "rang_extensions", "disposition", "terminating_party", "voicemail", "recording_url",
-            "queue")
+COMPARED = (
+    "call_id",
+    "direction",
+    "caller_number",
+    "called_number",
+    "agent_extension",
+    "rang_extensions",
+    "disposition",
+    "terminating_party",
+    "voicemail",
+    "recording_url",
+    "queue",
+)
 
 
 def settings_for(tmp_path: Path, crm_url: str, **pbx: object) -> Settings:
@@ -37,10 +47,14 @@ async def crm_steps_from_ari(tmp_path: Path, scenario: str, count: int) -> list[
     await crm.start()
     ari = FakeAri()
     await ari.start()
-    service = Service(settings_for(
-        tmp_path / "ari", crm.url, source="ari",
-        ari={"url": ari.url, "username": "crm", "password": "crmsecret", "app": "crm"},
-    ))
+    service = Service(
+        settings_for(
+            tmp_path / "ari",
+            crm.url,
+            source="ari",
+            ari={"url": ari.url, "username": "crm", "password": "crmsecret", "app": "crm"},
+        )
+    )
     try:
         await service.start()
         await ari.wait_for(lambda: ari.open_websockets > 0, timeout=10)
@@ -59,10 +73,13 @@ async def crm_steps_from_ami(tmp_path: Path, scenario: str, count: int) -> list[
     await crm.start()
     pbx = FakePbx(ami_path(scenario))
     await pbx.start()
-    service = Service(settings_for(
-        tmp_path / "ami", crm.url,
-        ami={"port": pbx.port, "username": "crm", "password": "crmsecret"},
-    ))
+    service = Service(
+        settings_for(
+            tmp_path / "ami",
+            crm.url,
+            ami={"port": pbx.port, "username": "crm", "password": "crmsecret"},
+        )
+    )
     try:
         await service.start()
         await wait_for(lambda: len(crm.events()) >= count)

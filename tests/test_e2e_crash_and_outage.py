@@ -56,7 +56,7 @@ username = "crm"
 password = "crmsecret"
 reconnect_max_seconds = 1
 [store]
-path = "{tmp_path / 'pbxcrm.sqlite3'}"
+path = "{tmp_path / "pbxcrm.sqlite3"}"
 [outbox]
 base_delay_seconds = 0.05
 max_delay_seconds = 0.2
@@ -65,7 +65,7 @@ poll_interval_seconds = 0.05
 enabled = false
 [agi]
 enabled = false
-survey_spool = "{tmp_path / 'spool.jsonl'}"
+survey_spool = "{tmp_path / "spool.jsonl"}"
 [[crm]]
 type = "webhook"
 name = "hook"
@@ -147,8 +147,10 @@ async def test_pbxcrm_killed_mid_delivery_delivers_everything_after_restart(
     assert len(keys) - len(set(keys)) <= 1
     assert delivered_before < EXPECTED_DELIVERIES
     assert_each_call_in_order(events)
-    print(f"crash test: {delivered_before} delivered before kill -9, "
-          f"{len(keys)} requests for {len(set(keys))} deliveries after restart")
+    print(
+        f"crash test: {delivered_before} delivered before kill -9, "
+        f"{len(keys)} requests for {len(set(keys))} deliveries after restart"
+    )
 
 
 def free_port() -> int:
@@ -163,15 +165,26 @@ async def test_crm_down_then_up_drains_everything_in_order(tmp_path: Path) -> No
     await pbx.start()
     settings = Settings.model_validate(
         {
-            "pbx": {"id": "lab", "ami": {"port": pbx.port, "username": "crm",
-                                         "password": "crmsecret"}},
+            "pbx": {
+                "id": "lab",
+                "ami": {"port": pbx.port, "username": "crm", "password": "crmsecret"},
+            },
             "store": {"path": str(tmp_path / "pbxcrm.sqlite3")},
-            "outbox": {"base_delay_seconds": 0.05, "max_delay_seconds": 0.3,
-                       "poll_interval_seconds": 0.05},
+            "outbox": {
+                "base_delay_seconds": 0.05,
+                "max_delay_seconds": 0.3,
+                "poll_interval_seconds": 0.05,
+            },
             "http": {"enabled": False},
             "agi": {"enabled": False, "survey_spool": str(tmp_path / "spool.jsonl")},
-            "crm": [{"type": "webhook", "name": "hook", "url": f"http://127.0.0.1:{port}/events",
-                     "max_attempts": 1000}],
+            "crm": [
+                {
+                    "type": "webhook",
+                    "name": "hook",
+                    "url": f"http://127.0.0.1:{port}/events",
+                    "max_attempts": 1000,
+                }
+            ],
         }
     )
     service = Service(settings)
@@ -243,7 +256,10 @@ async def test_pbxcrm_killed_mid_call_closes_the_call_after_restart(
     events = list(first_arrivals.values())
     assert len(crm.events()) - len(events) <= 1
     assert [(e["seq"], e["kind"]) for e in events] == [
-        (1, "ringing"), (2, "answered"), (3, "hangup"), (4, "completed")
+        (1, "ringing"),
+        (2, "answered"),
+        (3, "hangup"),
+        (4, "completed"),
     ]
     final = events[-1]["call"]
     assert final["reconciled"] is True

@@ -159,7 +159,10 @@ def test_unwanted_events_with_an_action_id_are_dropped_while_no_action_can_be_an
     reader.action_events = False
     frames = reader.feed(data) + reader.feed(b"\r\n\r\n")
     assert [f.get("Event", f.get("Response")) for f in frames] == [
-        "Success", "Success", "Success", "Goodbye"
+        "Success",
+        "Success",
+        "Success",
+        "Goodbye",
     ]
 
 
@@ -234,16 +237,33 @@ def _first_header_value(raw: bytes, header: bytes) -> bytes | None:
 
 
 _RULE_TEXT = st.sampled_from(
-    [b"DIALSTATUS", b"_DIALSTATUS", b"__CRM_X", b"CRM_", b"CRM", b"SURVEY_1", b"DIALSTATUSX",
-     b"XDIALSTATUS", b"", b"_", b"\r", b" ", b"Variable: DIALSTATUS", b"\n", b"Value"]
+    [
+        b"DIALSTATUS",
+        b"_DIALSTATUS",
+        b"__CRM_X",
+        b"CRM_",
+        b"CRM",
+        b"SURVEY_1",
+        b"DIALSTATUSX",
+        b"XDIALSTATUS",
+        b"",
+        b"_",
+        b"\r",
+        b" ",
+        b"Variable: DIALSTATUS",
+        b"\n",
+        b"Value",
+    ]
 )
 
 
 @settings(max_examples=400, deadline=None)
 @given(
     lines=st.lists(
-        st.tuples(st.sampled_from([b"Variable", b"Value", b"Channel", b"variable"]),
-                  st.lists(_RULE_TEXT, max_size=3).map(b"".join)),
+        st.tuples(
+            st.sampled_from([b"Variable", b"Value", b"Channel", b"variable"]),
+            st.lists(_RULE_TEXT, max_size=3).map(b"".join),
+        ),
         max_size=5,
     ),
     eol=st.sampled_from([b"\n", b"\r\n"]),
@@ -253,8 +273,9 @@ def test_a_header_rule_decides_as_a_plain_read_of_the_first_such_header(
 ) -> None:
     # The rule rules most frames out with one regex before reading the header: it must never
     # rule out a frame whose first Variable line it wants.
-    rule = HeaderRule("Variable", frozenset({"DIALSTATUS"}), ("CRM_", "SURVEY_"),
-                      strip_underscores=True)
+    rule = HeaderRule(
+        "Variable", frozenset({"DIALSTATUS"}), ("CRM_", "SURVEY_"), strip_underscores=True
+    )
     raw = eol.join([b"Event: VarSet", *(name + b": " + value for name, value in lines)])
     value = _first_header_value(raw, b"Variable")
     bare = None if value is None else value.lstrip(b"_")

@@ -159,8 +159,21 @@ async def test_time_window_limits_the_calls(filled):
 
 @pytest.mark.parametrize(
     "cell",
-    ["=1+1", "+79031234567", "-2+3", "@SUM(A1)", "\t=1+1", "\r=1+1", "\n=1+1", "\tplain",
-     "  =HYPERLINK(\"http://evil.example\")", "\u00a0=1+1", "\uff1d1+1", "\uff0b1", "\uff20x"],
+    [
+        "=1+1",
+        "+79031234567",
+        "-2+3",
+        "@SUM(A1)",
+        "\t=1+1",
+        "\r=1+1",
+        "\n=1+1",
+        "\tplain",
+        '  =HYPERLINK("http://evil.example")',
+        "\u00a0=1+1",
+        "\uff1d1+1",
+        "\uff0b1",
+        "\uff20x",
+    ],
 )
 def test_every_cell_a_spreadsheet_would_evaluate_is_made_plain_text(cell):
     from ari_app.web.calls import _csv

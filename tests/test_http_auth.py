@@ -25,8 +25,13 @@ from tests.test_http_support import (
 
 def _concrete(canonical: str) -> str:
     # Wrong-but-plausible values: a token of the right length, a well-formed file name.
-    values = {"token": "x" * 26, "file": "1795418967.2.wav", "id": "c2c-0123456789abcdef",
-              "asset": "agent.js", "call_id": "1795417965.0"}
+    values = {
+        "token": "x" * 26,
+        "file": "1795418967.2.wav",
+        "id": "c2c-0123456789abcdef",
+        "asset": "agent.js",
+        "call_id": "1795417965.0",
+    }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], canonical)
 
 
@@ -94,8 +99,9 @@ async def test_basic_auth_needs_the_right_password_and_a_dialling_route_never_ch
 async def test_a_right_token_from_outside_its_allowlist_gets_the_answer_of_a_wrong_one(tmp_path):
     settings = make_settings(
         tmp_path,
-        clients=[{"name": "crm", "token": CRM_TOKEN, "allow_from": ["10.0.0.0/8"],
-                  "routes": ["openapi"]}],
+        clients=[
+            {"name": "crm", "token": CRM_TOKEN, "allow_from": ["10.0.0.0/8"], "routes": ["openapi"]}
+        ],
     )
     async with running(HttpDeps(settings=settings)) as server:
         url = server.url("/api/openapi.json")

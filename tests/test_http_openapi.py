@@ -100,9 +100,7 @@ async def test_a_method_a_route_does_not_have_gets_405_with_the_allowed_ones(tmp
             ("DELETE", "/api/v1/originate", {"POST"}),
             ("PUT", "/3cx/query", {"GET", "POST"}),
         ]:
-            async with server.session.request(
-                method, server.url(path), headers=bearer()
-            ) as resp:
+            async with server.session.request(method, server.url(path), headers=bearer()) as resp:
                 assert resp.status == 405, (method, path)
                 assert set(resp.headers["Allow"].split(",")) == allowed, (method, path)
                 assert (await resp.json()) == {"error": "method not allowed"}

@@ -67,9 +67,7 @@ def test_a_traceback_keeps_its_lines_but_none_starts_like_a_record(text_log: io.
     assert [line for line in lines if RECORD_START.match(line)] == [lines[0]]
 
 
-def test_a_secret_in_base64_or_percent_encoded_is_starred(
-    tmp_path, text_log: io.StringIO
-) -> None:
+def test_a_secret_in_base64_or_percent_encoded_is_starred(tmp_path, text_log: io.StringIO) -> None:
     make_settings(tmp_path)  # configures (and so registers) the secrets
     make_settings_secrets = (CREATIO_TOKEN, FIX_PASSWORD)
     basic = base64.b64encode(f"{FIX_USER}:{FIX_PASSWORD}".encode()).decode()

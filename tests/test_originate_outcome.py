@@ -20,14 +20,25 @@ from tests.test_http_support import CRM_TOKEN, bearer
 
 
 def settings_for(tmp_path: Path, pbx_port: int) -> Settings:
-    return Settings.model_validate({
-        "pbx": {"ami": {"host": "127.0.0.1", "port": pbx_port, "username": "crm",
-                        "password": "crmsecret"}},
-        "store": {"path": str(tmp_path / "pbxcrm.sqlite3")},
-        "http": {"host": "127.0.0.1", "port": 0,
-                 "clients": [{"name": "crm", "token": CRM_TOKEN, "routes": ["originate"]}]},
-        "agi": {"enabled": False, "survey_spool": str(tmp_path / "spool.jsonl")},
-    })
+    return Settings.model_validate(
+        {
+            "pbx": {
+                "ami": {
+                    "host": "127.0.0.1",
+                    "port": pbx_port,
+                    "username": "crm",
+                    "password": "crmsecret",
+                }
+            },
+            "store": {"path": str(tmp_path / "pbxcrm.sqlite3")},
+            "http": {
+                "host": "127.0.0.1",
+                "port": 0,
+                "clients": [{"name": "crm", "token": CRM_TOKEN, "routes": ["originate"]}],
+            },
+            "agi": {"enabled": False, "survey_spool": str(tmp_path / "spool.jsonl")},
+        }
+    )
 
 
 async def click_to_call(tmp_path: Path, scenario: str, recorded_id: str) -> dict[str, Any]:
@@ -42,8 +53,9 @@ async def click_to_call(tmp_path: Path, scenario: str, recorded_id: str) -> dict
         service.originate._new_id = lambda: recorded_id
         base = f"http://127.0.0.1:{service.http_port}/api/v1/originate"
         async with aiohttp.ClientSession() as http:
-            async with http.post(base, json={"extension": "101", "number": "89161234567"},
-                                 headers=bearer()) as response:
+            async with http.post(
+                base, json={"extension": "101", "number": "89161234567"}, headers=bearer()
+            ) as response:
                 assert response.status == 202, await response.text()
                 assert (await response.json())["id"] == recorded_id
             async with asyncio.timeout(15):
@@ -63,13 +75,22 @@ async def click_to_call(tmp_path: Path, scenario: str, recorded_id: str) -> dict
     ("scenario", "recorded_id", "call_id", "outcome", "reason"),
     [
         ("click_to_call_originate", "c2c-0001", "1795418031.8", "answered", None),
-        ("click_to_call_agent_no_answer", "c2c-0002", "1795420573.2", "no-answer",
-         "agent did not answer"),
+        (
+            "click_to_call_agent_no_answer",
+            "c2c-0002",
+            "1795420573.2",
+            "no-answer",
+            "agent did not answer",
+        ),
         ("click_to_call_client_busy", "c2c-0003", "1796144714.39", "busy", None),
     ],
 )
 async def test_the_status_ends_with_the_calls_outcome(
-    tmp_path: Path, scenario: str, recorded_id: str, call_id: str, outcome: str,
+    tmp_path: Path,
+    scenario: str,
+    recorded_id: str,
+    call_id: str,
+    outcome: str,
     reason: str | None,
 ) -> None:
     status = await click_to_call(tmp_path, scenario, recorded_id)

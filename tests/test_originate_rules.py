@@ -261,8 +261,9 @@ def test_check_config_names_the_file_and_section_of_the_old_key(tmp_path):
     from ari_app.app.settings import ConfigError, load_settings
 
     config = tmp_path / "pbxcrm.toml"
-    config.write_text("[http.originate.fraud]\ndefault_region = \"RU\"\n"
-                      "allowed_country_codes = [7]\n")
+    config.write_text(
+        '[http.originate.fraud]\ndefault_region = "RU"\nallowed_country_codes = [7]\n'
+    )
     with pytest.raises(ConfigError) as caught:
         load_settings(config)
     text = str(caught.value)
@@ -271,8 +272,12 @@ def test_check_config_names_the_file_and_section_of_the_old_key(tmp_path):
 
 
 # Arabic-Indic, Extended Arabic-Indic, mathematical bold and full-width forms of 101 / 7500.
-NON_ASCII_DIGITS = ["\u0661\u0660\u0661", "\u06f1\u06f0\u06f1", "\U0001d7cf\U0001d7ce\U0001d7cf",
-                    "\uff11\uff10\uff11"]
+NON_ASCII_DIGITS = [
+    "\u0661\u0660\u0661",
+    "\u06f1\u06f0\u06f1",
+    "\U0001d7cf\U0001d7ce\U0001d7cf",
+    "\uff11\uff10\uff11",
+]
 
 
 @pytest.mark.parametrize("extension", NON_ASCII_DIGITS)
@@ -284,8 +289,13 @@ async def test_an_extension_in_non_ascii_digits_is_refused_before_the_pbx(extens
     assert backend.actions == []
 
 
-@pytest.mark.parametrize("number", ["\u0668\u0669\u0661\u0666\u0661\u0662\u0663\u0664\u0665"
-                                    "\u0666\u0667", "+\U0001d7d5\U0001d7d7\U0001d7d6"])
+@pytest.mark.parametrize(
+    "number",
+    [
+        "\u0668\u0669\u0661\u0666\u0661\u0662\u0663\u0664\u0665\u0666\u0667",
+        "+\U0001d7d5\U0001d7d7\U0001d7d6",
+    ],
+)
 def test_a_number_in_non_ascii_digits_is_not_a_phone_number(number):
     with pytest.raises(OriginateRejected, match="not a phone number"):
         check_destination(number, FraudRules())
@@ -323,8 +333,7 @@ async def test_finals_evicted_while_their_state_is_being_saved_still_reach_the_s
     )
     try:
         records = [
-            await svc.submit("101", "89161234567", client="crm", per_minute=100)
-            for _ in range(6)
+            await svc.submit("101", "89161234567", client="crm", per_minute=100) for _ in range(6)
         ]
         for n, record in enumerate(records):  # all in one loop turn: no save has run yet
             svc.on_originate_response(record.id, "Success", "4", f"1.{n}")

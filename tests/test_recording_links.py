@@ -85,8 +85,9 @@ def _service_settings(tmp_path: Path, pbx_port: int, crm_url: str, folder: Path)
     raw["pbx"]["ami"]["password"] = "crmsecret"  # model_dump stars secrets
     raw["crm"][0]["url"] = f"{crm_url}/events"
     # The capture's call ended in 2026-11: links counted from then must still be alive today.
-    raw["calls"].update(recording_url_template=TEMPLATE, recording_dir=str(folder),
-                        recording_link_days=3650)
+    raw["calls"].update(
+        recording_url_template=TEMPLATE, recording_dir=str(folder), recording_link_days=3650
+    )
     raw["http"] = {
         "host": "127.0.0.1",
         "port": 0,
@@ -194,7 +195,8 @@ async def test_a_client_gets_no_route_family_it_was_not_given(tmp_path: Path):
             async with server.session.get(server.url(path), headers=bearer()) as resp:
                 assert resp.status == 403, path
         async with server.session.post(
-            server.url("/api/v1/originate"), json={"extension": "101", "number": "89161234567"},
+            server.url("/api/v1/originate"),
+            json={"extension": "101", "number": "89161234567"},
             headers=bearer(),
         ) as resp:
             assert resp.status == 403

@@ -19,9 +19,15 @@ def wav(samples: bytes, *, tag: int = 1, bits: int = 16, data_size: int | None =
     size = len(samples) if data_size is None else data_size
     fmt = struct.pack("<HHIIHH", tag, 1, 8000, 16000, 2, bits)
     return (
-        b"RIFF" + struct.pack("<I", 36 + len(samples)) + b"WAVE"
-        + b"fmt " + struct.pack("<I", 16) + fmt
-        + b"data" + struct.pack("<I", size) + samples
+        b"RIFF"
+        + struct.pack("<I", 36 + len(samples))
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", size)
+        + samples
     )
 
 

@@ -124,8 +124,9 @@ async def wait_for(condition: Any, timeout: float = 20.0) -> None:
             await asyncio.sleep(0.02)
 
 
-async def replay(tmp_path: Path, crm: list[dict[str, Any]], done: Any, *, with_file: bool,
-                 then: Any = None) -> None:
+async def replay(
+    tmp_path: Path, crm: list[dict[str, Any]], done: Any, *, with_file: bool, then: Any = None
+) -> None:
     (tmp_path / "monitor").mkdir()
     if with_file:
         shutil.copy(SPEECH, tmp_path / "monitor" / RECORDING)
@@ -147,9 +148,10 @@ async def test_the_crm_gets_an_mp3_link_and_the_same_mp3_bytes_uploaded_both_way
 
     async def download(service: Service) -> None:
         url = f"http://127.0.0.1:{service.http_port}/api/v1/recordings/1795418967.2.mp3"
-        async with aiohttp.ClientSession() as session, session.get(
-            url, headers={"Authorization": f"Bearer {TOKEN}"}
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(url, headers={"Authorization": f"Bearer {TOKEN}"}) as response,
+        ):
             assert response.status == 200
             assert response.headers["Content-Type"] == "audio/mpeg"
             fetched["served"] = await response.read()
@@ -157,9 +159,7 @@ async def test_the_crm_gets_an_mp3_link_and_the_same_mp3_bytes_uploaded_both_way
     async with FilesCrm() as crm:
 
         async def everything_arrived(service: Service) -> bool:
-            return {r.path for r in crm.requests} == {
-                "/calls", "/upload", "/raw/1795418967.2.mp3"
-            }
+            return {r.path for r in crm.requests} == {"/calls", "/upload", "/raw/1795418967.2.mp3"}
 
         await replay(
             tmp_path,
@@ -249,6 +249,6 @@ async def test_a_missing_recording_gets_no_link_a_reason_and_a_dead_letter_that_
         rows = await db.execute_fetchall(
             "SELECT last_error, attempts FROM outbox WHERE adapter = 'crm-upload'"
         )
-    (error, attempts), = rows
+    ((error, attempts),) = rows
     assert "crm-upload: no file to upload: recording 1795418967.2.wav is missing" in error
     assert attempts == 1

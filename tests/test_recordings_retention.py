@@ -144,14 +144,14 @@ def config(tmp_path: Path, keep_days: float) -> Path:
     path.write_text(
         f"""
 [calls]
-recording_dir = "{tmp_path / 'monitor'}"
+recording_dir = "{tmp_path / "monitor"}"
 
 [store]
-path = "{tmp_path / 'pbxcrm.sqlite3'}"
+path = "{tmp_path / "pbxcrm.sqlite3"}"
 
 [recordings]
 format = "mp3"
-folder = "{tmp_path / 'converted'}"
+folder = "{tmp_path / "converted"}"
 keep_days = {keep_days}
 """,
         encoding="utf-8",
@@ -172,9 +172,7 @@ async def test_the_command_line_lists_and_purges(files, store):
     listed = [json.loads(line) for line in out.splitlines()]
     assert {row["name"] for row in listed} >= {"1795400000.2.wav", "2026/11/1795400000.5.wav"}
 
-    code, out, _ = await pbxcrm(
-        "recordings", "purge", "--config", path, "--older-than-days", "7"
-    )
+    code, out, _ = await pbxcrm("recordings", "purge", "--config", path, "--older-than-days", "7")
     assert code == 0
     assert "kept (delivery pending): 1795400000.2.wav" in out
     assert out.strip().endswith("5 file(s) deleted")
@@ -185,8 +183,12 @@ async def test_the_command_line_lists_and_purges(files, store):
 async def pbxcrm(*args: str) -> tuple[int, str, str]:
     """The command as an admin runs it (its own process: it sets up its own logging)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ari_app.app.cli", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "ari_app.app.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     return process.returncode or 0, out.decode(), err.decode()

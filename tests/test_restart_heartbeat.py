@@ -79,12 +79,11 @@ def test_a_call_that_ended_while_pbxcrm_was_down_ends_at_its_last_heartbeat() ->
     heartbeat = answered.answer_time.timestamp() + 4.0
     assert heartbeat < hangup_ts  # the call was still up at the last heartbeat
     second = CallTracker(RULES, pbx_id="lab")
-    second.restore(answered, last_seq=before[-1].seq, sent={e.kind for e in before},
-                   alive_until=heartbeat)
+    second.restore(
+        answered, last_seq=before[-1].seq, sent={e.kind for e in before}, alive_until=heartbeat
+    )
     closing = second.handle(SnapshotComplete(ts=hangup_ts + 60))
-    assert [e.kind.value for e in closing if e.kind.value != "leg_ended"] == [
-        "hangup", "completed"
-    ]
+    assert [e.kind.value for e in closing if e.kind.value != "leg_ended"] == ["hangup", "completed"]
     final = closing[-1].call
     assert final.end_time is not None
     assert final.end_time.timestamp() == pytest.approx(heartbeat)
@@ -117,7 +116,8 @@ def _heartbeat_in(db: Path) -> float | None:
 
 
 async def test_pbxcrm_killed_mid_call_and_restarted_after_it_ended_ends_it_at_the_heartbeat(
-    tmp_path: Path, suite_logs,
+    tmp_path: Path,
+    suite_logs,
 ) -> None:
     path = ami_path("inbound_answered_caller_hangs_up")
     frames = list(recorded_frames("inbound_answered_caller_hangs_up"))

@@ -35,7 +35,7 @@ def _records() -> list[tuple[Call, list[CallEvent]]]:
         call = make_call(
             call_id,
             direction=[Direction.INBOUND, Direction.OUTBOUND, Direction.INTERNAL][i % 3],
-            caller_name=f"O'Brien \"{i}\" \\ \n Ж ☎" if i % 5 == 0 else None,
+            caller_name=f'O\'Brien "{i}" \\ \n Ж ☎' if i % 5 == 0 else None,
             caller_number=None if i % 11 == 0 else f"+7903{i:07d}",
             agent_extension=str(100 + i % 9),
             ring_seconds=i / 3,
@@ -47,8 +47,9 @@ def _records() -> list[tuple[Call, list[CallEvent]]]:
         seq = 1 + i // 60
         kinds = [EventKind.RINGING, EventKind.ANSWERED, EventKind.HANGUP]
         events = [
-            CallEvent(call_id=call_id, seq=seq, kind=kinds[seq - 1], at=T0, call=call,
-                      extension="7181")
+            CallEvent(
+                call_id=call_id, seq=seq, kind=kinds[seq - 1], at=T0, call=call, extension="7181"
+            )
         ]
         if i % 13 == 0:
             events.append(events[0])  # the same step again: INSERT OR IGNORE keeps the first
@@ -67,14 +68,14 @@ def _dump(path: Path) -> dict[str, list[tuple]]:
         conn.close()
 
 
-async def _write_in_one_commit(
-    path: Path, http: aiohttp.ClientSession, *, row_by_row: bool
-) -> int:
+async def _write_in_one_commit(path: Path, http: aiohttp.ClientSession, *, row_by_row: bool) -> int:
     store = await Store.open(StoreSettings(path=str(path)), now=lambda: 1_733_300_000.123456)
     if row_by_row:
         store._multi_row_forms = {}  # every group through executemany() of the one-row SQL
-    adapters = [make_adapter(http, "http://127.0.0.1:9/a", name="a"),
-                make_adapter(http, "http://127.0.0.1:9/b", name="b")]
+    adapters = [
+        make_adapter(http, "http://127.0.0.1:9/a", name="a"),
+        make_adapter(http, "http://127.0.0.1:9/b", name="b"),
+    ]
     try:
         commits = store.commits
         futures = [store.submit_record(call, events, adapters) for call, events in _records()]

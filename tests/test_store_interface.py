@@ -28,8 +28,9 @@ def protocol_members(protocol: type) -> dict[str, Any]:
     for base in reversed(protocol.__mro__):
         if base is Protocol or not getattr(base, "_is_protocol", False):
             continue
-        members.update({name: value for name, value in vars(base).items()
-                        if not name.startswith("_")})
+        members.update(
+            {name: value for name, value in vars(base).items() if not name.startswith("_")}
+        )
     return members
 
 
@@ -63,8 +64,16 @@ def mismatches(cls: type, protocol: type) -> list[str]:
 def test_call_store_declares_what_the_application_uses() -> None:
     # A guard on the helper itself: if it read no members, every backend would pass.
     members = protocol_members(CallStore)
-    assert {"reader", "open_reader", "add_listener", "submit_record", "requeue_dead",
-            "describe", "close", "claim_originates"} <= set(members)
+    assert {
+        "reader",
+        "open_reader",
+        "add_listener",
+        "submit_record",
+        "requeue_dead",
+        "describe",
+        "close",
+        "claim_originates",
+    } <= set(members)
     assert set(protocol_members(DeliveryStore)) < set(members)
 
 

@@ -29,8 +29,10 @@ def test_a_percent_encoded_secret_is_found() -> None:
 
 
 def test_a_line_without_the_secret_is_clean() -> None:
-    assert leaks(["AMI connected to 127.0.0.1:5038 as crm (Asterisk Call Manager/11.0.0)"],
-                 SECRETS) == []
+    assert (
+        leaks(["AMI connected to 127.0.0.1:5038 as crm (Asterisk Call Manager/11.0.0)"], SECRETS)
+        == []
+    )
 
 
 def test_the_suite_handler_records_what_the_code_logged_unredacted(tmp_path: Path) -> None:

@@ -319,7 +319,9 @@ def test_a_restored_call_found_in_the_channel_list_keeps_its_numbering() -> None
     # The agent's leg, found talking in the channel list, still gets its end: a CRM card
     # opened before the restart is closed.
     assert [(e.seq, e.kind.value, e.extension) for e in after] == [
-        (2, "hangup", None), (3, "leg_ended", "7181"), (4, "completed", None)
+        (2, "hangup", None),
+        (3, "leg_ended", "7181"),
+        (4, "completed", None),
     ]
     assert after[-1].call.talk_seconds == pytest.approx(12.0, abs=0.01)
     assert after[-1].call.terminating_party is Party.CALLER
@@ -347,10 +349,18 @@ def test_a_channel_list_delivered_after_a_hangup_does_not_revive_the_channel() -
     assert kinds(events)[-1] == "completed"
     tracker.begin_snapshot()
     stale = ChannelSnapshot(
-        ts=1795417973.0, uniqueid="1795417965.0", linkedid="1795417965.0",
-        channel="PJSIP/trunk-00000000", state="Up", caller_num="+79031234567",
-        connected_num="7181", context="from-trunk", exten="4951112233",
-        application="Dial", bridge_id="", age_seconds=7.0,
+        ts=1795417973.0,
+        uniqueid="1795417965.0",
+        linkedid="1795417965.0",
+        channel="PJSIP/trunk-00000000",
+        state="Up",
+        caller_num="+79031234567",
+        connected_num="7181",
+        context="from-trunk",
+        exten="4951112233",
+        application="Dial",
+        bridge_id="",
+        age_seconds=7.0,
     )
     assert tracker.handle(stale) == []
     assert tracker.handle(SnapshotComplete(ts=1795417973.0)) == []

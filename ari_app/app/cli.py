@@ -33,12 +33,25 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("file", type=Path)
     replay.add_argument("--config", default=DEFAULT_CONFIG)
     replay.add_argument("--send", action="store_true", help="really deliver to the CRMs")
-    replay.add_argument("--store", type=Path, default=None,
-                        help="SQLite store to use and keep (default: a throwaway one)")
-    replay.add_argument("--json", action="store_true", dest="json_lines",
-                        help="JSON lines: each call, then each request (or delivery)")
-    replay.add_argument("--wait", type=float, default=30.0, dest="wait_seconds",
-                        help="--send: seconds to wait for the outbox to drain (default 30)")
+    replay.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="SQLite store to use and keep (default: a throwaway one)",
+    )
+    replay.add_argument(
+        "--json",
+        action="store_true",
+        dest="json_lines",
+        help="JSON lines: each call, then each request (or delivery)",
+    )
+    replay.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        dest="wait_seconds",
+        help="--send: seconds to wait for the outbox to drain (default 30)",
+    )
     replay.add_argument("--pace", type=float, default=0.0)
 
     check = sub.add_parser("check-config", help="validate a config file and name any mistake")
@@ -173,9 +186,7 @@ async def _recordings(args: argparse.Namespace, settings: Settings) -> int:
     from crm.store.factory import open_store
 
     recordings = settings.recordings or RecordingsSettings()
-    keep_days = args.older_than_days if args.older_than_days is not None else (
-        recordings.keep_days
-    )
+    keep_days = args.older_than_days if args.older_than_days is not None else (recordings.keep_days)
     if args.action == "purge" and keep_days <= 0 and recordings.keep_original:
         print(
             "recordings purge: nothing to do: keep_days = 0 keeps recordings forever;"

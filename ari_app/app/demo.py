@@ -101,20 +101,34 @@ class CrmSink:
         except ValueError:
             body = text
         self.received.append(
-            {"method": request.method, "path": request.path_qs, "body": body,
-             "idempotency_key": request.headers.get("Idempotency-Key")}
+            {
+                "method": request.method,
+                "path": request.path_qs,
+                "body": body,
+                "idempotency_key": request.headers.get("Idempotency-Key"),
+            }
         )
         if self.out is not None:
             kind = body.get("kind") if isinstance(body, dict) else ""
             call_id = body.get("call_id") if isinstance(body, dict) else ""
-            print(f"  CRM <- {request.method} {request.path_qs}  {kind:<9} call {call_id}",
-                  file=self.out)
+            print(
+                f"  CRM <- {request.method} {request.path_qs}  {kind:<9} call {call_id}",
+                file=self.out,
+            )
         return web.json_response({"success": True})
 
 
 TABLE_COLUMNS = (
-    ("call", 15), ("direction", 9), ("caller", 13), ("called", 11), ("agent", 5),
-    ("disposition", 11), ("ring s", 6), ("talk s", 6), ("hung up by", 10), ("recording", 40),
+    ("call", 15),
+    ("direction", 9),
+    ("caller", 13),
+    ("called", 11),
+    ("agent", 5),
+    ("disposition", 11),
+    ("ring s", 6),
+    ("talk s", 6),
+    ("hung up by", 10),
+    ("recording", 40),
 )
 
 
@@ -125,9 +139,14 @@ def table_header() -> str:
 def table_row(event: CallEvent) -> str:
     call = event.call
     values = (
-        call.call_id, call.direction.value, call.caller_number or "-", call.called_number or "-",
-        call.agent_extension or "-", call.disposition.value if call.disposition else "-",
-        f"{call.ring_seconds:.1f}", f"{call.talk_seconds:.1f}",
+        call.call_id,
+        call.direction.value,
+        call.caller_number or "-",
+        call.called_number or "-",
+        call.agent_extension or "-",
+        call.disposition.value if call.disposition else "-",
+        f"{call.ring_seconds:.1f}",
+        f"{call.talk_seconds:.1f}",
         call.terminating_party.value if call.terminating_party else "-",
         call.recording_url or "-",
     )
@@ -206,15 +225,28 @@ def demo_settings(store_dir: Path, sink_port: int, *, http_port: int = 0) -> Set
                 "enabled": http_port != 0,
                 "port": http_port,
                 "clients": [
-                    {"name": "demo", "token": DEMO_TOKEN, "allow_from": ["127.0.0.1/32", "::1/128"],
-                     "routes": ["originate", "calls", "recordings", "creatio", "metrics",
-                                "openapi"]}
+                    {
+                        "name": "demo",
+                        "token": DEMO_TOKEN,
+                        "allow_from": ["127.0.0.1/32", "::1/128"],
+                        "routes": [
+                            "originate",
+                            "calls",
+                            "recordings",
+                            "creatio",
+                            "metrics",
+                            "openapi",
+                        ],
+                    }
                 ],
             },
             "agi": {"enabled": False},
             "crm": [
-                {"type": "webhook", "name": "demo-crm",
-                 "url": f"http://127.0.0.1:{sink_port}/pbx-events"}
+                {
+                    "type": "webhook",
+                    "name": "demo-crm",
+                    "url": f"http://127.0.0.1:{sink_port}/pbx-events",
+                }
             ],
         }
     )
@@ -226,13 +258,18 @@ async def run_demo(out: TextIO, *, serve: bool = False, pace: float = DEMO_PACE)
     try:
         with tempfile.TemporaryDirectory(prefix="pbxcrm-demo-") as folder:
             settings = demo_settings(Path(folder), sink.port, http_port=8080 if serve else 0)
-            print("pbxcrm demo: recorded Asterisk calls -> fake PBX (AMI over TCP on 127.0.0.1)"
-                  f" -> pbxcrm -> CRM sink on 127.0.0.1:{sink.port}\n", file=out)
+            print(
+                "pbxcrm demo: recorded Asterisk calls -> fake PBX (AMI over TCP on 127.0.0.1)"
+                f" -> pbxcrm -> CRM sink on 127.0.0.1:{sink.port}\n",
+                file=out,
+            )
             completed = await run_recording(
                 demo_recording(), settings, out=out, pace=pace, serve_forever=serve
             )
     finally:
         await sink.stop()
-    print(f"\n{len(completed)} calls completed, {len(sink.received)} CRM requests delivered.",
-          file=out)
+    print(
+        f"\n{len(completed)} calls completed, {len(sink.received)} CRM requests delivered.",
+        file=out,
+    )
     return 0 if completed and sink.received else 1

@@ -282,9 +282,7 @@ class Session:
                 build_frame(
                     "Response: Success", *id_line, "EventList: start", f"Message: {message}"
                 )
-                + build_frame(
-                    f"Event: {complete}", *id_line, "EventList: Complete", "ListItems: 0"
-                )
+                + build_frame(f"Event: {complete}", *id_line, "EventList: Complete", "ListItems: 0")
             )
             return
         self.send(

@@ -130,8 +130,9 @@ class LoopBatchedStreamHandler(logging.StreamHandler[TextIO]):
                     self.stream.flush()
             except Exception:
                 # A batch has no one record to blame: report it the way logging reports any.
-                self.handleError(logging.makeLogRecord({"msg": "writing %d log lines",
-                                                        "args": (len(lines),)}))
+                self.handleError(
+                    logging.makeLogRecord({"msg": "writing %d log lines", "args": (len(lines),)})
+                )
 
     def setStream(self, stream: TextIO) -> TextIO | None:
         self.flush()

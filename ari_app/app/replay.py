@@ -88,8 +88,10 @@ async def replay(options: ReplayOptions, settings: Settings, out: TextIO, err: T
     with tempfile.TemporaryDirectory(prefix="pbxcrm-replay-") as folder:
         if options.store is None:
             store_path = Path(folder) / "replay.sqlite3"
-            print(f"store: throwaway {store_path} (deleted at exit; --store PATH keeps one)",
-                  file=notes)
+            print(
+                f"store: throwaway {store_path} (deleted at exit; --store PATH keeps one)",
+                file=notes,
+            )
         else:
             store_path = options.store
             print(f"store: {store_path}", file=notes)
@@ -142,8 +144,11 @@ async def _run(
         if pbx is not None:
             await _until_ami_capture_read(pbx, service)
         else:
-            await feed_ari_capture(options.capture.read_text(encoding="utf-8").splitlines(),
-                                   service.pipeline, pace=options.pace)
+            await feed_ari_capture(
+                options.capture.read_text(encoding="utf-8").splitlines(),
+                service.pipeline,
+                pace=options.pace,
+            )
         await service.pipeline.drain()
         drained = True
         if options.send and service.outbox is not None:
@@ -156,8 +161,9 @@ async def _run(
             await pbx.stop()
     if options.json_lines:
         return _print_json(completed, deliveries, requests, options.send, out)
-    return _print_text(completed, deliveries, requests, options, out, notes,
-                       drained=drained, kept=kept)
+    return _print_text(
+        completed, deliveries, requests, options, out, notes, drained=drained, kept=kept
+    )
 
 
 async def feed_ari_capture(lines: Iterable[str], pipeline: Pipeline, *, pace: float = 0.0) -> int:
@@ -296,9 +302,14 @@ def _print_json(
                 print(json.dumps(line, ensure_ascii=False), file=out)
         return 0
     for delivery in deliveries:
-        line = {"type": "delivery", **delivery.brief(), "state": delivery.state,
-                "attempts": delivery.attempts, "last_status": delivery.last_status,
-                "last_error": delivery.last_error}
+        line = {
+            "type": "delivery",
+            **delivery.brief(),
+            "state": delivery.state,
+            "attempts": delivery.attempts,
+            "last_status": delivery.last_status,
+            "last_error": delivery.last_error,
+        }
         print(json.dumps(line, ensure_ascii=False), file=out)
     return 0 if all(d.state == "done" for d in deliveries) else 1
 
@@ -314,24 +325,37 @@ def _print_text(
     drained: bool,
     kept: bool,
 ) -> int:
-    print(f"\n{len(completed)} call(s) completed, {len(deliveries)} delivery(ies) queued.",
-          file=out)
+    print(
+        f"\n{len(completed)} call(s) completed, {len(deliveries)} delivery(ies) queued.", file=out
+    )
     code = 0
     if options.send:
-        states = {state: sum(1 for d in deliveries if d.state == state)
-                  for state in ("done", "dead", "pending")}
-        print(f"Delivered {states['done']}, dead {states['dead']}, pending {states['pending']}.",
-              file=out)
+        states = {
+            state: sum(1 for d in deliveries if d.state == state)
+            for state in ("done", "dead", "pending")
+        }
+        print(
+            f"Delivered {states['done']}, dead {states['dead']}, pending {states['pending']}.",
+            file=out,
+        )
         for delivery in deliveries:
             if delivery.state != "done":
-                print(f"  {delivery.state:<7} {delivery.crm}  {delivery.kind:<9} call "
-                      f"{delivery.call_id} seq {delivery.seq}: {delivery.last_error or '-'}",
-                      file=out)
+                print(
+                    f"  {delivery.state:<7} {delivery.crm}  {delivery.kind:<9} call "
+                    f"{delivery.call_id} seq {delivery.seq}: {delivery.last_error or '-'}",
+                    file=out,
+                )
         if not drained:
-            where = ("kept in the store above (`pbxcrm outbox list --state pending`)" if kept
-                     else "lost with the throwaway store: use --store PATH to keep them")
-            print(f"The outbox did not drain within {options.wait_seconds:g} s; the pending "
-                  f"deliveries are {where}.", file=notes)
+            where = (
+                "kept in the store above (`pbxcrm outbox list --state pending`)"
+                if kept
+                else "lost with the throwaway store: use --store PATH to keep them"
+            )
+            print(
+                f"The outbox did not drain within {options.wait_seconds:g} s; the pending "
+                f"deliveries are {where}.",
+                file=notes,
+            )
         if states["dead"] or states["pending"]:
             code = 1
     else:
@@ -340,8 +364,11 @@ def _print_text(
             print("  nothing: no enabled [[crm]] block takes these calls' steps", file=out)
         for delivery, made, _error in requests:
             for request in made:
-                print(f"  {delivery.crm}  {delivery.kind:<9} call {delivery.call_id} seq "
-                      f"{delivery.seq}: {request['method']} {request['url']}", file=out)
+                print(
+                    f"  {delivery.crm}  {delivery.kind:<9} call {delivery.call_id} seq "
+                    f"{delivery.seq}: {request['method']} {request['url']}",
+                    file=out,
+                )
     print("\nCalls:", file=out)
     for event in completed:
         print(json.dumps(event.call.model_dump(mode="json"), ensure_ascii=False), file=out)

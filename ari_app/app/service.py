@@ -132,10 +132,10 @@ class Service:
         self.scripts = build_script_context(
             settings.agi, settings.lookup, self._session, survey_sink=self.record_survey
         )
-        self._tasks.append(asyncio.create_task(self._every(SWEEP_INTERVAL_SECONDS,
-                                                           self._sweep)))
-        self._tasks.append(asyncio.create_task(
-            self._every(settings.calls.heartbeat_seconds, self._heartbeat)))
+        self._tasks.append(asyncio.create_task(self._every(SWEEP_INTERVAL_SECONDS, self._sweep)))
+        self._tasks.append(
+            asyncio.create_task(self._every(settings.calls.heartbeat_seconds, self._heartbeat))
+        )
         spool = SurveySpoolReader(
             settings.agi.survey_spool, self.store, self.record_survey, pbx_id=settings.pbx.id
         )
@@ -230,8 +230,9 @@ class Service:
                 {"Action": "CoreShowChannels"}, timeout=ami_settings.action_timeout_seconds
             )
             if not response.ok:
-                log.error("CoreShowChannels refused (%s): open calls not reconciled",
-                          response.message)
+                log.error(
+                    "CoreShowChannels refused (%s): open calls not reconciled", response.message
+                )
                 return
             for frame in response.events:
                 pipeline.on_ami_frame(frame)

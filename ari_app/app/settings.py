@@ -73,9 +73,7 @@ class Settings(BaseModel):
     http: HttpSettings = Field(default_factory=HttpSettings)
     agi: AgiSettings = Field(default_factory=AgiSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
-    crm: list[Annotated[AdapterConfig, BeforeValidator(_crm_block)]] = Field(
-        default_factory=list
-    )
+    crm: list[Annotated[AdapterConfig, BeforeValidator(_crm_block)]] = Field(default_factory=list)
     lookup: list[Annotated[dict[str, Any], AfterValidator(_lookup_block)]] = Field(
         default_factory=list
     )

@@ -123,8 +123,11 @@ class LegsAndTiming:
         if talker is None:
             # A Local half answered: the phone behind it answers with its own DialEnd.
             return out
-        if first_answer or state.agent_extension is None or caller is None or (
-            caller.uniqueid == state.primary
+        if (
+            first_answer
+            or state.agent_extension is None
+            or caller is None
+            or (caller.uniqueid == state.primary)
         ):
             # The customer's own channel dialled it (first answer, blind transfer, second
             # dial): this agent has the customer now. A consult dial waits for the transfer.

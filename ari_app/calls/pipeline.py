@@ -106,8 +106,11 @@ class Pipeline:
             last_seq = max((event.seq for event in events), default=0)
             # The heartbeat covers the calls open when it was written: those started before.
             started = call.start_time.timestamp() if call.start_time is not None else None
-            alive_until = alive_at if started is not None and alive_at is not None and (
-                started <= alive_at) else None
+            alive_until = (
+                alive_at
+                if started is not None and alive_at is not None and (started <= alive_at)
+                else None
+            )
             self.tracker.restore(
                 call, last_seq, {event.kind for event in events}, alive_until=alive_until
             )

@@ -70,12 +70,16 @@ class Reconciliation:
 
     def snapshot(self, call_id: str) -> Call | None:
         state = self._calls.get(call_id)
-        return None if state is None else build_call(
-            state,
-            pbx_id=self.pbx_id,
-            source=self.source,
-            recording_url_template=self.rules.recording_url_template,
-            recording_links=self._recording_links,
+        return (
+            None
+            if state is None
+            else build_call(
+                state,
+                pbx_id=self.pbx_id,
+                source=self.source,
+                recording_url_template=self.rules.recording_url_template,
+                recording_links=self._recording_links,
+            )
         )
 
     def restore(
@@ -142,8 +146,9 @@ class Reconciliation:
         created = ev.ts - ev.age_seconds
         # A call already known (restored after a restart) is followed on, not reconciled.
         known = ev.linkedid in self._by_linkedid
-        chan = self._add_channel(created, ev.uniqueid, ev.linkedid, ev.channel, ev.context,
-                                 ev.exten, ev.caller_num, "")
+        chan = self._add_channel(
+            created, ev.uniqueid, ev.linkedid, ev.channel, ev.context, ev.exten, ev.caller_num, ""
+        )
         state = chan.call
         if not known:
             state.reconciled = True
@@ -166,8 +171,15 @@ class Reconciliation:
         if state.answered_sent or state.hangup_sent:
             return []
         state.answered_sent = True
-        return [self._emit(state, EventKind.ANSWERED, ev.ts, extension=state.agent_extension,
-                           data={"reconciled": True})]
+        return [
+            self._emit(
+                state,
+                EventKind.ANSWERED,
+                ev.ts,
+                extension=state.agent_extension,
+                data={"reconciled": True},
+            )
+        ]
 
     def _on_snapshot_complete(self, ev: SnapshotComplete) -> list[CallEvent]:
         seen, self._snapshot_seen = self._snapshot_seen, set()

@@ -120,7 +120,9 @@ def is_dropped(state: CallState) -> bool:
     )
     return not served_by_ivr
 
+
 # -- snapshots ------------------------------------------------------------------------
+
 
 def disposition(state: CallState) -> Disposition | None:
     if state.answer_ts is not None:
@@ -150,6 +152,7 @@ def disposition(state: CallState) -> Disposition | None:
         return Disposition.ANSWERED
     return Disposition.FAILED
 
+
 def ring_seconds(state: CallState) -> float:
     if state.answer_ts is not None:
         return state.answer_ring_seconds
@@ -160,8 +163,14 @@ def ring_seconds(state: CallState) -> float:
         end = state.end_ts if state.end_ts is not None else state.last_ts
     return max(0.0, end - state.first_ring_ts)
 
+
 def build_call(
-state: CallState, *, pbx_id: str, source: str, recording_url_template: str, ended: bool = False,
+    state: CallState,
+    *,
+    pbx_id: str,
+    source: str,
+    recording_url_template: str,
+    ended: bool = False,
     recording_links: RecordingLinkSigner | None = None,
 ) -> Call:
     talk = 0.0
@@ -172,9 +181,12 @@ state: CallState, *, pbx_id: str, source: str, recording_url_template: str, ende
     recording_url = None
     if state.recording_file:
         recording_url = recording_url_for(
-            recording_url_template, recording_links,
+            recording_url_template,
+            recording_links,
             file=linked_name(state.recording_file, recording_url_template),
-            call_id=state.call_id, pbx_id=pbx_id, issued_at=state.end_ts or state.start_ts,
+            call_id=state.call_id,
+            pbx_id=pbx_id,
+            issued_at=state.end_ts or state.start_ts,
         )
     agent = state.agent_extension
     if agent is None and state.rang:

@@ -62,8 +62,9 @@ class SurveySpoolReader:
             try:
                 result = SurveyResult.model_validate_json(line)
             except ValidationError as exc:
-                log.error("survey spool %s: skipping a bad line (%s)", self.path,
-                          exc.errors()[0]["msg"])
+                log.error(
+                    "survey spool %s: skipping a bad line (%s)", self.path, exc.errors()[0]["msg"]
+                )
                 continue
             if await self._already_recorded(result):
                 continue

@@ -189,8 +189,16 @@ class CallTracker(TransfersAndJoins, Reconciliation, LegsAndTiming):
             # A late frame of a call already completed must not reopen it as a new call with
             # the same id (its numbering would restart at 1).
             return []
-        self._add_channel(ev.ts, ev.uniqueid, ev.linkedid, ev.channel, ev.context, ev.exten,
-                          ev.caller_num, ev.caller_name)
+        self._add_channel(
+            ev.ts,
+            ev.uniqueid,
+            ev.linkedid,
+            ev.channel,
+            ev.context,
+            ev.exten,
+            ev.caller_num,
+            ev.caller_name,
+        )
         return []
 
     def _add_channel(
@@ -462,5 +470,3 @@ class CallTracker(TransfersAndJoins, Reconciliation, LegsAndTiming):
             extension=extension,
             data=data or {},
         )
-
-

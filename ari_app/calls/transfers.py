@@ -132,12 +132,16 @@ class TransfersAndJoins:
         consult.hangup_sent = True
         consult.end_ts = ts
         self._calls.pop(consult.call_id, None)
-        out.append(self._emit(consult, EventKind.COMPLETED, ts, ended=True,
-                              data={"merged_into": into.call_id}))
+        out.append(
+            self._emit(
+                consult, EventKind.COMPLETED, ts, ended=True, data={"merged_into": into.call_id}
+            )
+        )
         return out
 
-    def _join_dialled(self, caller_uniqueid: str | None, dest: TrackedChannel,
-                      ts: float) -> list[CallEvent]:
+    def _join_dialled(
+        self, caller_uniqueid: str | None, dest: TrackedChannel, ts: float
+    ) -> list[CallEvent]:
         """A dial between channels of two calls makes them one: the dialled channel's call
         was only a guess (ARI gives no Linkedid) or a pickup's own short-lived call."""
         caller = self._channels.get(caller_uniqueid) if caller_uniqueid else None

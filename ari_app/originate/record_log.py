@@ -60,7 +60,9 @@ class StoreOriginateLog:
         elif record.state is OriginateState.ENDED:
             # The outcome lives in request_json with the rest of the record.
             await self._store.update_originate(
-                record.id, state=record.state.value, reason=record.reason,
+                record.id,
+                state=record.state.value,
+                reason=record.reason,
                 request=record.public(),
             )
         else:

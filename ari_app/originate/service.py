@@ -319,8 +319,13 @@ class OriginateService:
         record.ended_at = call.end_time.timestamp() if call.end_time else time.time()
         record.updated_at = time.time()
         self._retire(record.id)
-        log.info("originate %s: call %s ended, %s, talk %.1f s", record.id, call.call_id,
-                 record.outcome, record.talk_seconds)
+        log.info(
+            "originate %s: call %s ended, %s, talk %.1f s",
+            record.id,
+            call.call_id,
+            record.outcome,
+            record.talk_seconds,
+        )
         await self._persist(record)
         for listener in self._listeners:
             result = listener(record)
@@ -421,4 +426,3 @@ class OriginateService:
             handle.cancel()
         self._watchdogs.clear()
         await finish_within(self.flush(), "click-to-call state writes")
-

@@ -63,7 +63,7 @@ class FraudRules(BaseModel):
         )
         raise ValueError(
             "replaced by allowed_regions, a list of region codes (e.g. allowed_regions = "
-            f"[\"RU\"]): {hints} - list only the countries you mean"
+            f'["RU"]): {hints} - list only the countries you mean'
         )
 
     @field_validator("default_region")

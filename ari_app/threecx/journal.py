@@ -51,7 +51,8 @@ _EARLIEST = datetime(1971, 1, 1, tzinfo=UTC)
 _NON_KEY = re.compile(r"[^a-z0-9]")
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.:-]")
 _TIMESPAN = re.compile(
-    r"^(?:(\d+)\.)?(\d+):(\d{1,2})(?::(\d{1,2}))?(?:\.(\d+))?$", re.ASCII  # digits 0-9 only
+    r"^(?:(\d+)\.)?(\d+):(\d{1,2})(?::(\d{1,2}))?(?:\.(\d+))?$",
+    re.ASCII,  # digits 0-9 only
 )
 # A variable 3CX did not substitute reaches us as its own text: `[AgentEmail]`, or a whole
 # method call `[[CallEndTimeUTC].ToString("...")]`.

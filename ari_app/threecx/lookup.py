@@ -120,4 +120,3 @@ async def find_callers(deps: HttpDeps, number: str) -> list[Caller]:
             )
             return [caller]
     return []
-

@@ -166,9 +166,7 @@ def match_client(clients: list[HttpClient], presented: list[Presented]) -> HttpC
     return matched
 
 
-def signed_link_opens(
-    request: web.Request, signer: RecordingLinkSigner | None, now: float
-) -> bool:
+def signed_link_opens(request: web.Request, signer: RecordingLinkSigner | None, now: float) -> bool:
     """The `{token}` slot is pbxcrm's signature for this very `{file}`, not yet expired."""
     slot = request.match_info.get("token")
     file = request.match_info.get("file")
@@ -215,8 +213,10 @@ async def authorize(
         raise AuthRefused(401, f"client {client.name} not allowed from this address", guess=True)
     if not _recordings_only(presented, client, family):
         raise AuthRefused(
-            401, f"client {client.name} may do more than open recordings: its token is "
-            "refused in a recording URL", guess=True,
+            401,
+            f"client {client.name} may do more than open recordings: its token is "
+            "refused in a recording URL",
+            guess=True,
         )
     if family not in client.routes:
         raise AuthRefused(403, f"client {client.name} may not use {family}")

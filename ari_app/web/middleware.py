@@ -16,9 +16,7 @@ log = logging.getLogger(__name__)
 
 
 @web.middleware
-async def security_middleware(
-    request: web.Request, handler: Handler
-) -> web.StreamResponse:
+async def security_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         if request.match_info.http_exception is None:
             family = family_of(request)

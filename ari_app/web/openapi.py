@@ -93,9 +93,7 @@ def _absent(prop: dict[str, Any]) -> dict[str, Any]:
     return prop
 
 
-def _operation(
-    spec: RouteSpec, settings: HttpSettings, schemas: dict[str, Any]
-) -> dict[str, Any]:
+def _operation(spec: RouteSpec, settings: HttpSettings, schemas: dict[str, Any]) -> dict[str, Any]:
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in _PATH_PARAM.findall(spec.path)
@@ -180,5 +178,3 @@ ROUTES = [
         tags=("meta",),
     ),
 ]
-
-

@@ -192,9 +192,7 @@ class Outbox:
                 continue
             try:
                 assert self._shared_store is not None
-                await self._shared_store.renew_leases(
-                    held, owner=self._owner, lease_seconds=lease
-                )
+                await self._shared_store.renew_leases(held, owner=self._owner, lease_seconds=lease)
             except Exception as exc:
                 log.warning("outbox: could not renew %d leases: %s", len(held), exc)
 
@@ -263,9 +261,7 @@ class Outbox:
             return await self._claim_shared()
         taken = self._held_ids()
         assert self._local_store is not None and self._reader is not None
-        rows = await self._local_store.due_deliveries(
-            self._reader, free, taken, limit, self._now()
-        )
+        rows = await self._local_store.due_deliveries(self._reader, free, taken, limit, self._now())
         claimed = set(taken)
         for raw in rows:
             row = _Row(*raw)

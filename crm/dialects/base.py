@@ -92,5 +92,3 @@ def register_dialect(
         return adapter_class
 
     return register
-
-

@@ -39,9 +39,7 @@ class FixDigitalConfig(HttpDialectConfig):
 @register_dialect("fixdigital", FixDigitalConfig)
 class FixDigitalAdapter(HttpAdapter):
     config: FixDigitalConfig
-    default_events: ClassVar[frozenset[EventKind]] = frozenset(
-        {*OPERATIONS, EventKind.LEG_ENDED}
-    )
+    default_events: ClassVar[frozenset[EventKind]] = frozenset({*OPERATIONS, EventKind.LEG_ENDED})
 
     def wants(self, event: CallEvent) -> bool:
         if self.config.inbound_only and event.call.direction != Direction.INBOUND:

@@ -111,7 +111,10 @@ def content_type_of(spec: UploadSpec, served: str) -> str:
 
 
 async def multipart_body(
-    spec: UploadSpec, fields: list[tuple[str, str]], filename: str, content_type: str,
+    spec: UploadSpec,
+    fields: list[tuple[str, str]],
+    filename: str,
+    content_type: str,
     data: bytes,
 ) -> tuple[bytes, str]:
     """The multipart/form-data body (the form fields, then the file) and its Content-Type."""

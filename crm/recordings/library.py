@@ -95,15 +95,19 @@ class RecordingLibrary:
         checked = []
         for event in events:
             call = event.call
-            if event.kind is EventKind.COMPLETED and call.recording_file and (
-                call.recording_error is None
+            if (
+                event.kind is EventKind.COMPLETED
+                and call.recording_file
+                and (call.recording_error is None)
             ):
                 problem = self._problem_with(call.recording_file)
                 if problem is not None:
-                    log.warning("call %s: %s; the CRM gets no recording link", call.call_id,
-                                problem)
-                    call = call.model_copy(update={"recording_url": None,
-                                                   "recording_error": problem})
+                    log.warning(
+                        "call %s: %s; the CRM gets no recording link", call.call_id, problem
+                    )
+                    call = call.model_copy(
+                        update={"recording_url": None, "recording_error": problem}
+                    )
                     event = event.model_copy(update={"call": call})
             checked.append(event)
         return checked

@@ -11,8 +11,16 @@ from __future__ import annotations
 import posixpath
 
 # MixMonitor's formats that pbxcrm converts (signed linear PCM, in a WAV or raw).
-RAW_RATES = {".sln": 8000, ".sln12": 12000, ".sln16": 16000, ".sln24": 24000,
-             ".sln32": 32000, ".sln44": 44100, ".sln48": 48000, ".sln96": 96000}
+RAW_RATES = {
+    ".sln": 8000,
+    ".sln12": 12000,
+    ".sln16": 16000,
+    ".sln24": 24000,
+    ".sln32": 32000,
+    ".sln44": 44100,
+    ".sln48": 48000,
+    ".sln96": 96000,
+}
 WAV_SUFFIXES = (".wav", ".wav16")
 SOURCE_SUFFIXES = (*WAV_SUFFIXES, *RAW_RATES)
 

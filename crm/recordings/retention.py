@@ -80,9 +80,7 @@ def _kind(library: RecordingLibrary, root: Path, name: str) -> str | None:
     suffix = Path(name).suffix
     if suffix not in _AUDIO:
         return None
-    if library.served_format and suffix == f".{library.served_format}" and (
-        root == library.folder
-    ):
+    if library.served_format and suffix == f".{library.served_format}" and (root == library.folder):
         return "converted"
     return "original"
 
@@ -160,9 +158,7 @@ async def list_files(library: RecordingLibrary, store: CallStore) -> list[dict[s
             "name": stored.name,
             "kind": stored.kind,
             "bytes": stored.size,
-            "modified": datetime.fromtimestamp(stored.modified, UTC).isoformat(
-                timespec="seconds"
-            ),
+            "modified": datetime.fromtimestamp(stored.modified, UTC).isoformat(timespec="seconds"),
             "delivery_pending": owner in pending,
         }
         if stored.kind == "original" and library.served_name(owner) != owner:

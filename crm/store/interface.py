@@ -23,8 +23,7 @@ if TYPE_CHECKING:
 class QmarkReader(Protocol):
     """A read connection that takes `?` placeholders (aiosqlite's, or the PostgreSQL PgReader)."""
 
-    async def execute_fetchall(self, sql: str, params: Sequence[Any] = ..., /) -> Iterable[Any]:
-        ...
+    async def execute_fetchall(self, sql: str, params: Sequence[Any] = ..., /) -> Iterable[Any]: ...
 
 
 class OutboxReader(QmarkReader, Protocol):

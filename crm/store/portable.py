@@ -315,10 +315,17 @@ class PortableStore(StoreWriter[C]):
             sql = "UPDATE originates SET state = ?, reason = ?, updated_at = ? WHERE id = ?"
             params: tuple[Any, ...] = (state, reason, self._now(), originate_id)
         else:
-            sql = ("UPDATE originates SET state = ?, reason = ?, updated_at = ?,"
-                   " request_json = ? WHERE id = ?")
-            params = (state, reason, self._now(), json.dumps(request, ensure_ascii=False),
-                      originate_id)
+            sql = (
+                "UPDATE originates SET state = ?, reason = ?, updated_at = ?,"
+                " request_json = ? WHERE id = ?"
+            )
+            params = (
+                state,
+                reason,
+                self._now(),
+                json.dumps(request, ensure_ascii=False),
+                originate_id,
+            )
 
         async def update(conn: C) -> bool:
             changed = await self._execute_counting(conn, sql, params)

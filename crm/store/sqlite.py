@@ -252,8 +252,16 @@ class Store(PortableStore[SqliteThread]):
             [
                 (
                     _DELIVERY_OUTCOME_SQL,
-                    (state, attempts, next_attempt_at, error, status, response, delivered_at,
-                     row_id),
+                    (
+                        state,
+                        attempts,
+                        next_attempt_at,
+                        error,
+                        status,
+                        response,
+                        delivered_at,
+                        row_id,
+                    ),
                 )
             ]
         )

@@ -40,8 +40,12 @@ async def c2c_pbxcrm(link: Link, args: dict[str, Any]) -> dict[str, Any]:
             "enabled": True,
             "port": 0,
             "clients": [
-                {"name": "crm", "token": TOKEN, "originate_per_minute": 1_000_000,
-                 "routes": ["originate"]}
+                {
+                    "name": "crm",
+                    "token": TOKEN,
+                    "originate_per_minute": 1_000_000,
+                    "routes": ["originate"],
+                }
             ],
         },
     )

@@ -70,8 +70,12 @@ def conversion_cost(tmp: Path, minutes: float) -> tuple[list[Figure], list[Check
             met=per_minute <= GOAL_CPU_PER_MINUTE,
             key="mp3_cpu_seconds_per_audio_minute",
         ),
-        Figure("speed (audio seconds per wall second)", audio_seconds / wall, "x realtime",
-               key="mp3_speed"),
+        Figure(
+            "speed (audio seconds per wall second)",
+            audio_seconds / wall,
+            "x realtime",
+            key="mp3_speed",
+        ),
         Figure("mp3 size per minute", mp3_mb_per_minute, "MB", key="mp3_mb_per_minute"),
         Figure("wav size per minute", wav_mb_per_minute, "MB", key="wav_mb_per_minute"),
     ]
@@ -169,15 +173,25 @@ def bench_settings(tmp: Path, pbx_port: int, crm_url: str, fmt: str) -> Any:
         {
             "pbx": {
                 "id": "bench",
-                "ami": {"host": "127.0.0.1", "port": pbx_port, "username": "crm",
-                        "password": "crmsecret", "ping_interval_seconds": 60},
+                "ami": {
+                    "host": "127.0.0.1",
+                    "port": pbx_port,
+                    "username": "crm",
+                    "password": "crmsecret",
+                    "ping_interval_seconds": 60,
+                },
             },
             "calls": {
                 "recording_dir": str(tmp / "monitor"),
                 "recording_url_template": "https://pbx.example/rec/{file}",
             },
-            "recordings": {"format": fmt, "bitrate_kbps": BITRATE, "settle_seconds": 0,
-                           "folder": str(tmp / "converted"), "ready_wait_seconds": 600},
+            "recordings": {
+                "format": fmt,
+                "bitrate_kbps": BITRATE,
+                "settle_seconds": 0,
+                "folder": str(tmp / "converted"),
+                "ready_wait_seconds": 600,
+            },
             "store": {"path": str(tmp / "pbxcrm.sqlite3")},
             "outbox": {"poll_interval_seconds": 0.05},
             "http": {"enabled": False},
@@ -249,18 +263,39 @@ async def run(quick: bool) -> Section:
     )
     ms = 1000.0
     section.figures += [
-        Figure("completed (link) p50, format wav", percentile(wav["link"], 50) * ms, "ms",
-               key="completed_p50_ms_wav"),
-        Figure("completed (link) p50, format mp3", percentile(mp3["link"], 50) * ms, "ms",
-               key="completed_p50_ms_mp3"),
-        Figure("completed (link) max, format wav", max(wav["link"]) * ms, "ms",
-               key="completed_max_ms_wav"),
-        Figure("completed (link) max, format mp3", max(mp3["link"]) * ms, "ms",
-               key="completed_max_ms_mp3"),
-        Figure("mp3 uploaded p50 (converted, then sent)", percentile(mp3["upload"], 50), "s",
-               key="upload_p50_s"),
-        Figure("mp3 uploaded max (the last of the burst)", max(mp3["upload"]), "s",
-               key="upload_max_s"),
+        Figure(
+            "completed (link) p50, format wav",
+            percentile(wav["link"], 50) * ms,
+            "ms",
+            key="completed_p50_ms_wav",
+        ),
+        Figure(
+            "completed (link) p50, format mp3",
+            percentile(mp3["link"], 50) * ms,
+            "ms",
+            key="completed_p50_ms_mp3",
+        ),
+        Figure(
+            "completed (link) max, format wav",
+            max(wav["link"]) * ms,
+            "ms",
+            key="completed_max_ms_wav",
+        ),
+        Figure(
+            "completed (link) max, format mp3",
+            max(mp3["link"]) * ms,
+            "ms",
+            key="completed_max_ms_mp3",
+        ),
+        Figure(
+            "mp3 uploaded p50 (converted, then sent)",
+            percentile(mp3["upload"], 50),
+            "s",
+            key="upload_p50_s",
+        ),
+        Figure(
+            "mp3 uploaded max (the last of the burst)", max(mp3["upload"]), "s", key="upload_max_s"
+        ),
     ]
     lengths = [read_mp3(body).seconds for body in mp3["files"]]
     link_first = all(mp3["link"][i] < mp3["upload"][i] for i in range(len(mp3["upload"])))

@@ -72,7 +72,11 @@ class RunResult:
 
 # The final record's fields a cut-free call must share with the tracker's.
 COMPARED_FIELDS = (
-    "direction", "caller_number", "called_number", "agent_extension", "disposition",
+    "direction",
+    "caller_number",
+    "called_number",
+    "agent_extension",
+    "disposition",
     "terminating_party",
 )
 
@@ -89,8 +93,12 @@ def expected_steps(recording: bytes) -> dict[str, list[CallEvent]]:
 def is_reconciled_closing(kinds: list[str]) -> bool:
     """What pbxcrm sends when it closes a call itself: every open agent leg ended, the
     conversation's hangup (and dropped) unless already sent, then completed."""
-    return re.fullmatch(r"(leg_ended )*(hangup (dropped )?)?completed ", "".join(
-        f"{kind} " for kind in kinds)) is not None
+    return (
+        re.fullmatch(
+            r"(leg_ended )*(hangup (dropped )?)?completed ", "".join(f"{kind} " for kind in kinds)
+        )
+        is not None
+    )
 
 
 def check_against_tracker(

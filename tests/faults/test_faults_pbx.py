@@ -225,7 +225,11 @@ async def test_a_restarted_asterisk_reusing_channel_names_gives_two_separate_cle
     assert finals["1795417965.0"]["reconciled"] is False
     assert finals["1795417965.0"]["terminating_party"] == "caller"
     assert [k for _, k in calls["1795417965.0"]] == [
-        "ringing", "answered", "leg_ended", "hangup", "completed"
+        "ringing",
+        "answered",
+        "leg_ended",
+        "hangup",
+        "completed",
     ]
     if scenario == "asterisk_killed_mid_call":
         assert finals[old_call]["reconciled"] is True

@@ -73,8 +73,7 @@ class Run:
 
 @asynccontextmanager
 async def pbxcrm(tmp: Path, *, nofile: int | None = None, **http: object) -> AsyncIterator[Run]:
-    pbx = FakePbx(ami_path("inbound_answered_recorded"), password=AMI_PASSWORD,
-                  await_actions=False)
+    pbx = FakePbx(ami_path("inbound_answered_recorded"), password=AMI_PASSWORD, await_actions=False)
     await pbx.start()
     config = _config(tmp, pbx.port, **http)
     log = tmp / "run.log"
@@ -85,8 +84,15 @@ async def pbxcrm(tmp: Path, *, nofile: int | None = None, **http: object) -> Asy
 
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ari_app.app.cli", "run", "--config", str(config),
-            stdout=out, stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            sys.executable,
+            "-m",
+            "ari_app.app.cli",
+            "run",
+            "--config",
+            str(config),
+            stdout=out,
+            stderr=out,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
             preexec_fn=limit_files,
         )
     run = Run(process, log)
@@ -103,8 +109,9 @@ async def pbxcrm(tmp: Path, *, nofile: int | None = None, **http: object) -> Asy
         await pbx.stop()
 
 
-async def _half_requests(port: int, count: int) -> list[tuple[asyncio.StreamReader,
-                                                               asyncio.StreamWriter]]:
+async def _half_requests(
+    port: int, count: int
+) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     held = []
     for _ in range(count):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -123,19 +130,20 @@ async def _closed_by_server(reader: asyncio.StreamReader) -> bool:
 
 
 async def _metric(session: aiohttp.ClientSession, run: Run, name: str) -> float:
-    async with session.get(run.url("/metrics"),
-                           headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+    async with session.get(
+        run.url("/metrics"), headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as resp:
         assert resp.status == 200
         text = await resp.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name))
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 async def test_half_sent_requests_are_closed_and_a_normal_request_still_gets_its_answer(
     tmp_path: Path, fault_report: list[str]
 ) -> None:
-    async with pbxcrm(tmp_path, max_connections=CAP, header_timeout_seconds=HEADER_TIMEOUT,
-                      body_timeout_seconds=2) as run:
+    async with pbxcrm(
+        tmp_path, max_connections=CAP, header_timeout_seconds=HEADER_TIMEOUT, body_timeout_seconds=2
+    ) as run:
         rss_before = rss_bytes(run.process.pid)
         held = await _half_requests(run.port, SLOW)
         async with aiohttp.ClientSession() as session:
@@ -143,16 +151,19 @@ async def test_half_sent_requests_are_closed_and_a_normal_request_still_gets_its
             async with session.get(run.url("/healthz")) as resp:
                 assert resp.status == 200
                 assert await resp.json() == {"status": "ok"}
-            stalled = await _metric(session, run, 'pbxcrm_http_connections_refused_total'
-                                                  '{reason="stalled"}')
+            stalled = await _metric(
+                session, run, 'pbxcrm_http_connections_refused_total{reason="stalled"}'
+            )
             open_now = await _metric(session, run, "pbxcrm_http_connections_open")
             assert stalled >= SLOW - CAP + 1  # the oldest stalled ones made room
             assert open_now <= CAP
             # A body that never finishes is answered 408 and closed, not waited for.
             reader, writer = await asyncio.open_connection("127.0.0.1", run.port)
-            writer.write(b"POST /api/v1/originate HTTP/1.1\r\nHost: pbx\r\n"
-                         b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
-                         b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+            writer.write(
+                b"POST /api/v1/originate HTTP/1.1\r\nHost: pbx\r\n"
+                b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+            )
             await writer.drain()
             answer = await asyncio.wait_for(reader.read(), 30)
             assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
@@ -183,8 +194,9 @@ async def test_out_of_file_descriptors_is_logged_a_few_times_not_thousands_and_r
     tmp_path: Path, fault_report: list[str]
 ) -> None:
     # A cap above the open-file limit: accept() runs out of descriptors first.
-    async with pbxcrm(tmp_path, nofile=96, max_connections=1000,
-                      header_timeout_seconds=HEADER_TIMEOUT) as run:
+    async with pbxcrm(
+        tmp_path, nofile=96, max_connections=1000, header_timeout_seconds=HEADER_TIMEOUT
+    ) as run:
         assert "open-file limit 96 is below [http] max_connections 1000" in run.text()
         held = await _half_requests(run.port, 150)
         await asyncio.sleep(3)  # asyncio retries accept() every second meanwhile

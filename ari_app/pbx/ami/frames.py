@@ -256,9 +256,11 @@ class FrameReader:
                 wanted = decisions.get(name)
                 if wanted is None:
                     wanted = decide(name)
-                if wanted is not True and (
-                    wanted is False or not wanted.matches(part)
-                ) and not (action_events and b"\nActionID: " in part):
+                if (
+                    wanted is not True
+                    and (wanted is False or not wanted.matches(part))
+                    and not (action_events and b"\nActionID: " in part)
+                ):
                     skipped += 1
                     continue
             elif part[:10] != b"Response: ":
