@@ -8,11 +8,9 @@ for it on RINGING (Creatio, FixDigital, the screen pop) can always close it.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import TYPE_CHECKING
-
 from ari_app.calls.recent import remember
 from ari_app.calls.state import CallState, TrackedChannel, is_dropped
+from ari_app.calls.tracker_part import TrackerPart
 from ari_app.pbx.channel_events import DialEnded
 from crm.model import CallEvent, Direction, EventKind, Party
 
@@ -53,33 +51,8 @@ def leg_end_reason(
     return "abandoned" if caller_gave_up else "no-answer"
 
 
-class LegsAndTiming:
-    """Part of CallTracker (ari_app/calls/tracker.py), which holds the state below."""
-
-    _channels: dict[str, TrackedChannel]
-    _calls: dict[str, CallState]
-    _by_linkedid: dict[str, CallState]
-    _closed_linkedids: OrderedDict[str, None]
-
-    if TYPE_CHECKING:
-        # Defined by CallTracker and its other parts; declared here only for the type checker
-        # (a definition at run time would shadow theirs in CallTracker's MRO).
-        def _chan(self, uniqueid: str | None, ts: float) -> TrackedChannel | None: ...
-
-        def _join_dialled(
-            self, caller_uniqueid: str | None, dest: TrackedChannel, ts: float
-        ) -> list[CallEvent]: ...
-
-        def _emit(
-            self,
-            state: CallState,
-            kind: EventKind,
-            ts: float,
-            *,
-            extension: str | None = None,
-            data: dict[str, object] | None = None,
-            ended: bool = False,
-        ) -> CallEvent: ...
+class LegsAndTiming(TrackerPart):
+    """Part of CallTracker (ari_app/calls/tracker.py); the state it shares is in tracker_part.py."""
 
     def _on_dial_ended(self, ev: DialEnded) -> list[CallEvent]:
         dest = self._chan(ev.dest_uniqueid, ev.ts)

@@ -4,13 +4,11 @@ that ended meanwhile as reconciled, and a PBX that shut down or was lost."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
 
 from ari_app.calls.recent import remember
-from ari_app.calls.rules import CallRules
-from ari_app.calls.state import CallState, TrackedChannel, build_call, clean, epoch
+from ari_app.calls.state import CallState, build_call, clean, epoch
+from ari_app.calls.tracker_part import TrackerPart
 from ari_app.pbx.channel_events import (
     ChannelSnapshot,
     PbxDisconnected,
@@ -20,53 +18,8 @@ from ari_app.pbx.channel_events import (
 from crm.model import Call, CallEvent, Direction, EventKind
 
 
-class Reconciliation:
-    """Part of CallTracker (ari_app/calls/tracker.py), which holds the state below."""
-
-    rules: CallRules
-    _recording_links: Any
-    pbx_id: str
-    source: str
-    _channels: dict[str, TrackedChannel]
-    _calls: dict[str, CallState]
-    _by_linkedid: dict[str, CallState]
-    _snapshot_seen: set[str]
-    _snapshot_mark: int | None
-    _tick: int
-    _gone: OrderedDict[str, None]
-    _by_name: dict[str, TrackedChannel]
-
-    if TYPE_CHECKING:
-        # Defined by CallTracker and its other parts; declared here only for the type checker
-        # (a definition at run time would shadow theirs in CallTracker's MRO).
-        def _add_channel(
-            self,
-            ts: float,
-            uniqueid: str,
-            linkedid: str,
-            channel: str,
-            context: str,
-            exten: str,
-            caller_num: str,
-            caller_name: str,
-        ) -> TrackedChannel: ...
-
-        def _end_leg(self, chan: TrackedChannel, ts: float, cause: int | None) -> CallEvent: ...
-
-        def _end_open_legs(self, state: CallState, ts: float) -> list[CallEvent]: ...
-
-        def _complete(self, state: CallState, ts: float) -> list[CallEvent]: ...
-
-        def _emit(
-            self,
-            state: CallState,
-            kind: EventKind,
-            ts: float,
-            *,
-            extension: str | None = None,
-            data: dict[str, object] | None = None,
-            ended: bool = False,
-        ) -> CallEvent: ...
+class Reconciliation(TrackerPart):
+    """Part of CallTracker (ari_app/calls/tracker.py); the state it shares is in tracker_part.py."""
 
     def snapshot(self, call_id: str) -> Call | None:
         state = self._calls.get(call_id)

@@ -4,39 +4,14 @@ by another call's channel (a pickup, a guessed ARI Linkedid) joining that call."
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ari_app.calls.state import CallState, TrackedChannel, utc
+from ari_app.calls.tracker_part import TrackerPart
 from ari_app.pbx.channel_events import AttendedTransferred, BlindTransferred
 from crm.model import CallEvent, EventKind, Transfer
 
 
-class TransfersAndJoins:
-    """Part of CallTracker (ari_app/calls/tracker.py), which holds the state below."""
-
-    _channels: dict[str, TrackedChannel]
-    _calls: dict[str, CallState]
-    _by_linkedid: dict[str, CallState]
-
-    if TYPE_CHECKING:
-        # Defined by CallTracker and its other parts; declared here only for the type checker
-        # (a definition at run time would shadow theirs in CallTracker's MRO).
-        def _chan(self, uniqueid: str | None, ts: float) -> TrackedChannel | None: ...
-
-        def _device_behind(self, chan: TrackedChannel | None) -> TrackedChannel | None: ...
-
-        def _end_leg(self, chan: TrackedChannel, ts: float, cause: int | None) -> CallEvent: ...
-
-        def _emit(
-            self,
-            state: CallState,
-            kind: EventKind,
-            ts: float,
-            *,
-            extension: str | None = None,
-            data: dict[str, object] | None = None,
-            ended: bool = False,
-        ) -> CallEvent: ...
+class TransfersAndJoins(TrackerPart):
+    """Part of CallTracker (ari_app/calls/tracker.py); the state it shares is in tracker_part.py."""
 
     def _on_blind_transfer(self, ev: BlindTransferred) -> list[CallEvent]:
         transferer = self._chan(ev.transferer_uniqueid, ev.ts)
