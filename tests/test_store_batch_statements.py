@@ -105,3 +105,23 @@ async def test_multi_row_statements_store_what_row_by_row_execution_stores(
         assert got[table] == want[table], table
     ended = [row for row in got["calls"] if row[1] == "c7"]
     assert ended and ended[0][17] == 1  # CALL_COLUMNS' `ended`: the stale snapshot was refused
+
+
+async def test_any_batch_size_uses_a_few_statement_forms_and_keeps_every_row_in_order(
+    tmp_path: Path,
+) -> None:
+    """sqlite3 keeps each distinct statement prepared (128 of them): one form per remainder
+    size held ~8 MiB of statements with hundreds of parameters each."""
+    store = await Store.open(StoreSettings(path=str(tmp_path / "forms.sqlite3")))
+    try:
+        sql = store._insert_event_sql
+        forms: set[str] = set()
+        for count in range(1, 300):
+            rows = [(f"p{i}", f"c{i}", i, "ringing", 0.0, "{}") for i in range(count)]
+            plan = store._statements_for(sql, rows)
+            forms.update(statement for statement, _ in plan)
+            flat = [value for _, chunks in plan for chunk in chunks for value in chunk]
+            assert flat == [value for row in rows for value in row], count
+        assert len(forms) <= 8  # 64, 32, 16, 8, 4, 2 and 1 rows, and the one-row SQL itself
+    finally:
+        await store.close()

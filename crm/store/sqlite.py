@@ -323,8 +323,14 @@ class Store(PortableStore[SqliteThread]):
         if whole:
             chunks = [tuple(chain.from_iterable(rows[i : i + size])) for i in range(0, whole, size)]
             out.append((multi_row(size), chunks))
-        if whole < len(rows):
-            out.append((multi_row(len(rows) - whole), [tuple(chain.from_iterable(rows[whole:]))]))
+        # The rest in chunks of 32, 16, ... 1 rows, in order: a statement per remainder size
+        # (1..63) kept up to 128 prepared statements of hundreds of parameters in sqlite3's
+        # cache, ~8 MiB of resident memory; powers of two are 7 forms a table.
+        start = whole
+        while start < len(rows):
+            size = 1 << ((len(rows) - start).bit_length() - 1)
+            out.append((multi_row(size), [tuple(chain.from_iterable(rows[start : start + size]))]))
+            start += size
         return out
 
     async def _execute(self, sql: str, params: Params) -> None:
