@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.benchmarks.ingest import bench_settings
 from tests.benchmarks.report import Check, Figure, Section, percentile
 from tests.fakes.crm_files import read_mp3
 
@@ -138,9 +139,8 @@ class Sink:
         return web.json_response({"ok": True})
 
 
-def bench_settings(tmp: Path, pbx_port: int, crm_url: str, fmt: str) -> Any:
-    from ari_app.app.settings import Settings
-
+def recordings_settings(tmp: Path, pbx_port: int, crm_url: str, fmt: str) -> Any:
+    """The ingest benchmark's settings with recordings on and two declarative CRMs."""
     crm: list[dict[str, Any]] = [
         {
             "type": "declarative",
@@ -169,35 +169,23 @@ def bench_settings(tmp: Path, pbx_port: int, crm_url: str, fmt: str) -> Any:
                 },
             }
         )
-    return Settings.model_validate(
-        {
-            "pbx": {
-                "id": "bench",
-                "ami": {
-                    "host": "127.0.0.1",
-                    "port": pbx_port,
-                    "username": "crm",
-                    "password": "crmsecret",
-                    "ping_interval_seconds": 60,
-                },
-            },
-            "calls": {
-                "recording_dir": str(tmp / "monitor"),
-                "recording_url_template": "https://pbx.example/rec/{file}",
-            },
-            "recordings": {
-                "format": fmt,
-                "bitrate_kbps": BITRATE,
-                "settle_seconds": 0,
-                "folder": str(tmp / "converted"),
-                "ready_wait_seconds": 600,
-            },
-            "store": {"path": str(tmp / "pbxcrm.sqlite3")},
-            "outbox": {"poll_interval_seconds": 0.05},
-            "http": {"enabled": False},
-            "agi": {"enabled": False, "survey_spool": str(tmp / "survey.jsonl")},
-            "crm": crm,
-        }
+    return bench_settings(
+        tmp,
+        pbx_port,
+        crm_url,
+        calls={
+            "recording_dir": str(tmp / "monitor"),
+            "recording_url_template": "https://pbx.example/rec/{file}",
+        },
+        recordings={
+            "format": fmt,
+            "bitrate_kbps": BITRATE,
+            "settle_seconds": 0,
+            "folder": str(tmp / "converted"),
+            "ready_wait_seconds": 600,
+        },
+        outbox={"poll_interval_seconds": 0.05},
+        crm=crm,
     )
 
 
@@ -214,7 +202,7 @@ async def burst(tmp: Path, fmt: str, calls: int, minutes: float) -> dict[str, An
     await sink.start()
     pbx = FakePbx(burst_stream(calls), await_actions=True)
     await pbx.start()
-    service = Service(bench_settings(tmp, pbx.port, sink.url, fmt), settle_gc=True)
+    service = Service(recordings_settings(tmp, pbx.port, sink.url, fmt), settle_gc=True)
     hangups: dict[str, float] = {}
     try:
         await service.start()
